@@ -1,0 +1,6 @@
+from .attentions import (DeformConvNorm, LevelMean, ScaleAwareAttention, SpatialAwareAttention,
+                         TaskAwareAttention)
+from .dynamic_head import DynamicHead, DynamicHeadBlock
+
+__all__ = ['ScaleAwareAttention', 'SpatialAwareAttention', 'TaskAwareAttention', 'LevelMean',
+           'DeformConvNorm', 'DynamicHeadBlock', 'DynamicHead']

@@ -1,0 +1,233 @@
+"""The three attentions of DyHead (Dai et al., CVPR 2021), one class each.
+
+A DyHead block sees the pyramid as a level x space x channel tensor and applies
+
+    scale-aware   pi_L : ScaleAwareAttention   (a weight per level, from its global average)
+    spatial-aware pi_S : SpatialAwareAttention (deformable 3x3 convs over each level and its neighbours)
+    task-aware    pi_C : TaskAwareAttention    (dynamic ReLU per channel)
+
+Each has a plain fallback for the paper's ablation and the two-stage form:
+``LevelMean`` for pi_L, ``SpatialAwareAttention(deformable=False)`` (plain 3x3 convs) for pi_S and
+``nn.ReLU`` for pi_C.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from mmcv.ops import ModulatedDeformConv2d
+from torch import Tensor, nn
+
+from ..ops import modulated_deform_conv2d
+
+HSIGMOIDS = ('reference', 'paper')
+DCN_IMPLS = ('auto', 'torch', 'mmcv')
+
+
+def hard_sigmoid(x: Tensor, kind: str) -> Tensor:
+    """'reference': relu6(x + 3) / 6 (both public codes); 'paper': clamp((x + 1) / 2, 0, 1)."""
+    if kind == 'reference':
+        return F.hardsigmoid(x)
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+class ScaleAwareAttention(nn.Module):
+    """pi_L: weights each level's feature by sigma(f(global average)), then averages the levels.
+
+    ``f`` is a 1x1 conv to one channel. With ``hsigmoid='reference'`` (default, as in
+    microsoft/DynamicHead and mmdet) a ReLU precedes relu6(x+3)/6, so weights lie in [0.5, 1];
+    with ``'paper'`` the weight is clamp((f+1)/2, 0, 1) in [0, 1], as written in the paper.
+
+    Args:
+        channels: C of the features.
+        hsigmoid: 'reference' or 'paper'.
+    """
+
+    def __init__(self, channels: int, hsigmoid: str = 'reference'):
+        super().__init__()
+        if hsigmoid not in HSIGMOIDS:
+            raise ValueError(f'hsigmoid must be one of {HSIGMOIDS}, got {hsigmoid!r}')
+        self.hsigmoid = hsigmoid
+        self.fc = nn.Conv2d(channels, 1, 1)
+
+    def attention(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, 1, 1, 1) weight of this level."""
+        z = self.fc(x.mean((2, 3), keepdim=True))
+        if self.hsigmoid == 'reference':
+            z = F.relu(z)
+        return hard_sigmoid(z, self.hsigmoid)
+
+    def forward(self, feats: Sequence[Tensor]) -> Tensor:
+        """L' maps (N, C, H, W) of one size -> their attention-weighted mean (N, C, H, W)."""
+        return sum(f * self.attention(f) for f in feats) / len(feats)
+
+
+class LevelMean(nn.Module):
+    """Fallback for pi_L (``scale_aware=False``): the plain mean over levels."""
+
+    def forward(self, feats: Sequence[Tensor]) -> Tensor:
+        return sum(feats) / len(feats)
+
+
+class TaskAwareAttention(nn.Module):
+    """pi_C: dynamic ReLU, out = max(a1 * x + b1, a2 * x + b2) per sample and channel.
+
+    The coefficients come from the global average: theta = hsigmoid(fc2(relu(fc1(avg)))) - 0.5
+    in [-0.5, 0.5]; a_i = 2 * lambda_a * theta + init_a[i], b_i = theta + init_b[i]. The
+    defaults (lambda_a 1, init_a [1, 0], init_b [0, 0]) make it start close to a ReLU.
+
+    Args:
+        channels: C.
+        reduction: squeeze ratio of fc1 (C -> C // reduction).
+    """
+
+    def __init__(self, channels: int, reduction: int = 4, lambda_a: float = 1.0,
+                 init_a: Tuple[float, float] = (1.0, 0.0),
+                 init_b: Tuple[float, float] = (0.0, 0.0)):
+        super().__init__()
+        if channels // reduction < 1:
+            raise ValueError(f'TaskAwareAttention needs channels >= reduction ({reduction}), '
+                             f'got {channels}')
+        self.channels = channels
+        self.lambda_a = lambda_a
+        self.init_a, self.init_b = tuple(init_a), tuple(init_b)
+        self.fc1 = nn.Conv2d(channels, channels // reduction, 1)
+        self.fc2 = nn.Conv2d(channels // reduction, 4 * channels, 1)
+
+    def coefficients(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(N, C, H, W) -> a1, b1, a2, b2, each (N, C, 1, 1)."""
+        theta = F.hardsigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True))))) - 0.5
+        a1, b1, a2, b2 = theta.split(self.channels, dim=1)
+        scale = 2.0 * self.lambda_a
+        return (a1 * scale + self.init_a[0], b1 + self.init_b[0],
+                a2 * scale + self.init_a[1], b2 + self.init_b[1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        a1, b1, a2, b2 = self.coefficients(x)
+        return torch.maximum(x * a1 + b1, x * a2 + b2)
+
+
+def _mmcv_has_cuda() -> bool:
+    from mmcv.ops import get_compiling_cuda_version
+    return get_compiling_cuda_version() not in ('not available', '')
+
+
+def resolve_dcn_impl(impl: str, x: Tensor) -> str:
+    """'auto' picks our gather + GEMM path on CPU, mmcv's kernel on a GPU it was built for."""
+    if impl != 'auto':
+        return impl
+    return 'mmcv' if x.is_cuda and _mmcv_has_cuda() else 'torch'
+
+
+class DeformConvNorm(nn.Module):
+    """A 3x3 modulated deformable conv, then GroupNorm: (N, C_in, H, W) -> (N, C_out, H', W').
+
+    ``conv`` is always an mmcv ``ModulatedDeformConv2d`` (its weights and state-dict keys);
+    which kernel computes it is chosen per call (see ``resolve_dcn_impl``). Called without
+    offsets it is a plain 3x3 conv with the same weights (offset 0 and mask 1 are exactly that).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 bias: bool = False, norm_cfg: Optional[dict] = None):
+        super().__init__()
+        self.conv = ModulatedDeformConv2d(in_channels, out_channels, 3, stride=stride,
+                                          padding=1, bias=bias)
+        self.norm = build_norm_layer(norm_cfg, out_channels)[1] if norm_cfg else nn.Identity()
+
+    def forward(self, x: Tensor, offset: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+                impl: str = 'auto') -> Tensor:
+        conv = self.conv
+        if offset is None:
+            y = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+        elif resolve_dcn_impl(impl, x) == 'mmcv':
+            y = conv(x.contiguous(), offset.contiguous(), mask.contiguous())
+        else:
+            y = modulated_deform_conv2d(x, offset, mask, conv.weight, conv.bias, conv.stride,
+                                        conv.padding, conv.dilation)
+        return self.norm(y)
+
+
+def _resize(x: Tensor, size) -> Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode='bilinear', align_corners=True)
+
+
+def _legacy_view(t: Tensor, size) -> Tensor:
+    """What mmcv's kernel reads from a too-large offset/mask buffer: each sample's first c*h*w values.
+
+    mmdet's DyHead and microsoft/DynamicHead pass the level's (N, c, H, W) offsets to the conv on
+    the coarser (h, w) level; the kernel indexes them as (c, h, w), scrambling the positions.
+    """
+    n, c = t.shape[:2]
+    h, w = size
+    return t.flatten(1)[:, :c * h * w].view(n, c, h, w)
+
+
+class SpatialAwareAttention(nn.Module):
+    """pi_S: for each level l, 3x3 (deformable) convs over levels l-1, l and l+1, resized to level l.
+
+    Offsets (dy, dx for 9 taps) and masks (sigmoid) come from one 3x3 conv on each level and are
+    computed once per level. Each branch samples with offsets of its own output size:
+      - same    (level l,   stride 1): offsets of level l;
+      - finer   (level l-1, stride 2): offsets of level l (resampled if the sizes differ);
+      - coarser (level l+1, stride 1, then bilinear upsampling): offsets of level l+1.
+    ``legacy_offsets=True`` instead feeds the coarser branch level l's offsets as the reference
+    codes do (see ``_legacy_view``), to reproduce their trained weights exactly.
+
+    Args:
+        in_channels, out_channels: C_in of the inputs, C_out of the outputs.
+        deformable: False gives plain 3x3 convs (no offset conv): the ``spatial_aware=False`` fallback.
+        bias: a bias in the deformable convs (microsoft/DynamicHead: yes; mmdet: no).
+        norm_cfg: norm after each conv (GroupNorm with 16 groups in both references).
+        zero_init_offset: start the offset conv at zero (mmdet) or at PyTorch's default (official).
+        legacy_offsets: reproduce the references' coarser-branch offsets.
+        dcn_impl: 'auto', 'torch' (gather + GEMM) or 'mmcv' (mmcv's kernel).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, deformable: bool = True,
+                 bias: bool = False, norm_cfg: Optional[dict] = None,
+                 zero_init_offset: bool = True, legacy_offsets: bool = False,
+                 dcn_impl: str = 'auto'):
+        super().__init__()
+        if dcn_impl not in DCN_IMPLS:
+            raise ValueError(f'dcn_impl must be one of {DCN_IMPLS}, got {dcn_impl!r}')
+        self.legacy_offsets = legacy_offsets
+        self.dcn_impl = dcn_impl
+        self.zero_init_offset = zero_init_offset
+        self.offset_conv = nn.Conv2d(in_channels, 27, 3, padding=1) if deformable else None
+        self.same = DeformConvNorm(in_channels, out_channels, 1, bias, norm_cfg)
+        self.finer = DeformConvNorm(in_channels, out_channels, 2, bias, norm_cfg)
+        self.coarser = DeformConvNorm(in_channels, out_channels, 1, bias, norm_cfg)
+
+    def offsets(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """(N, C_in, H, W) -> offsets (N, 18, H, W) and masks (N, 9, H, W) in (0, 1)."""
+        om = self.offset_conv(x)
+        return om[:, :18], om[:, 18:].sigmoid()
+
+    def forward(self, feats: Sequence[Tensor]) -> List[List[Tensor]]:
+        """L maps (N, C_in, H_l, W_l) -> for each level, its 1 to 3 branches (N, C_out, H_l, W_l)."""
+        impl = self.dcn_impl
+        om = [self.offsets(x) for x in feats] if self.offset_conv is not None else None
+        out = []
+        for l, x in enumerate(feats):
+            size = x.shape[-2:]
+            off, mask = om[l] if om else (None, None)
+            branches = [self.same(x, off, mask, impl)]
+            if l > 0:
+                src = feats[l - 1]
+                fsize = ((src.shape[2] - 1) // 2 + 1, (src.shape[3] - 1) // 2 + 1)
+                foff, fmask = off, mask
+                if om and fsize != tuple(size):
+                    foff, fmask = _resize(off, fsize), _resize(mask, fsize)
+                branches.append(_resize(self.finer(src, foff, fmask, impl), size))
+            if l < len(feats) - 1:
+                src = feats[l + 1]
+                coff, cmask = (None, None)
+                if om and self.legacy_offsets:
+                    coff, cmask = _legacy_view(off, src.shape[-2:]), _legacy_view(mask, src.shape[-2:])
+                elif om:
+                    coff, cmask = om[l + 1]
+                branches.append(_resize(self.coarser(src, coff, cmask, impl), size))
+            out.append(branches)
+        return out

@@ -1,0 +1,176 @@
+"""DynamicHeadBlock (pi_C(pi_S(pi_L(F)))) and the DynamicHead neck registered in mmdet's MODELS."""
+import numbers
+from typing import List, Optional, Sequence, Tuple
+
+from mmdet.registry import MODELS
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+from .attentions import (DCN_IMPLS, HSIGMOIDS, LevelMean, ScaleAwareAttention,
+                         SpatialAwareAttention, TaskAwareAttention)
+
+DEFAULT_NORM = dict(type='GN', num_groups=16, requires_grad=True)
+
+
+class DynamicHeadBlock(nn.Module):
+    """One DyHead block: L maps (N, C_in, H_l, W_l) -> L maps (N, C_out, H_l, W_l).
+
+    Per level: spatial-aware branches over the level and its neighbours, fused by scale-aware
+    attention, then task-aware attention. Each attention can be switched to its plain fallback;
+    see ``DynamicHead`` for the arguments.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, scale_aware: bool = True,
+                 spatial_aware: bool = True, task_aware: bool = True, hsigmoid: str = 'reference',
+                 spatial_bias: bool = False, norm_cfg: Optional[dict] = DEFAULT_NORM,
+                 zero_init_offset: bool = True, legacy_offsets: bool = False,
+                 dcn_impl: str = 'auto'):
+        super().__init__()
+        self.spatial = SpatialAwareAttention(in_channels, out_channels, spatial_aware,
+                                             spatial_bias, norm_cfg, zero_init_offset,
+                                             legacy_offsets, dcn_impl)
+        self.scale = ScaleAwareAttention(out_channels, hsigmoid) if scale_aware else LevelMean()
+        self.task = TaskAwareAttention(out_channels) if task_aware else nn.ReLU()
+        self.init_weights()
+
+    def init_weights(self):
+        # As mmdet's DyHead: every plain conv N(0, 0.01); offsets start at zero (no deformation).
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0, 0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        if self.spatial.offset_conv is not None and self.spatial.zero_init_offset:
+            nn.init.zeros_(self.spatial.offset_conv.weight)
+            nn.init.zeros_(self.spatial.offset_conv.bias)
+
+    def forward(self, feats: Sequence[Tensor]) -> List[Tensor]:
+        return [self.task(self.scale(branches)) for branches in self.spatial(feats)]
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f'DynamicHead: {name} must be a positive integer, got {value!r}')
+    return int(value)
+
+
+@MODELS.register_module()
+class DynamicHead(BaseModule):
+    """Dynamic Head as an mmdet neck: ``neck=[dict(type='FPN', ...), dict(type='DynamicHead', ...)]``.
+
+    Input: a tuple/list of L >= 1 maps (N, in_channels, H_l, W_l), finest first (sizes
+    non-increasing). Output: a tuple of L maps (N, out_channels, H_l, W_l). With in_channels !=
+    out_channels the first block's convs map C_in -> C_out (its offset conv reads C_in), the
+    other blocks work at C_out.
+
+    Args:
+        in_channels, out_channels: channels of the inputs and outputs (256 in the paper).
+        num_blocks: stacked DyHead blocks (6 in the paper).
+        scale_aware: pi_L; off -> plain mean over levels.
+        spatial_aware: pi_S; off -> plain 3x3 convs (same weights, no offsets, no masks).
+        task_aware: pi_C; off -> plain ReLU.
+        hsigmoid: scale attention's hard sigmoid, 'reference' (relu then relu6(x+3)/6, both codes)
+            or 'paper' ((x+1)/2 clamped).
+        spatial_bias: bias in the deformable convs (official: True, mmdet: False).
+        norm_cfg: norm after each deformable conv; GroupNorm(16) in both codes.
+        zero_init_offset: zero-initialise the offset conv (mmdet: True; official: False).
+        legacy_offsets: reproduce the coarser-branch offsets of mmdet's DyHead and
+            microsoft/DynamicHead exactly (for their trained weights); False gives each branch
+            offsets of its own size.
+        dcn_impl: 'auto' (our gather + GEMM kernel on CPU, mmcv's on GPU), 'torch' or 'mmcv'.
+    """
+
+    def __init__(self, in_channels: int = 256, out_channels: int = 256, num_blocks: int = 6,
+                 scale_aware: bool = True, spatial_aware: bool = True, task_aware: bool = True,
+                 hsigmoid: str = 'reference', spatial_bias: bool = False,
+                 norm_cfg: Optional[dict] = DEFAULT_NORM, zero_init_offset: bool = True,
+                 legacy_offsets: bool = False, dcn_impl: str = 'auto',
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.in_channels = _positive_int('in_channels', in_channels)
+        self.out_channels = _positive_int('out_channels', out_channels)
+        self.num_blocks = _positive_int('num_blocks', num_blocks)
+        for name, flag in (('scale_aware', scale_aware), ('spatial_aware', spatial_aware),
+                           ('task_aware', task_aware), ('spatial_bias', spatial_bias),
+                           ('zero_init_offset', zero_init_offset),
+                           ('legacy_offsets', legacy_offsets)):
+            if not isinstance(flag, bool):
+                raise TypeError(f'DynamicHead: {name} must be True or False, got {flag!r}')
+        if hsigmoid not in HSIGMOIDS:
+            raise ValueError(f'DynamicHead: hsigmoid must be one of {HSIGMOIDS}, got {hsigmoid!r}')
+        if dcn_impl not in DCN_IMPLS:
+            raise ValueError(f'DynamicHead: dcn_impl must be one of {DCN_IMPLS}, got {dcn_impl!r}')
+        if legacy_offsets and not spatial_aware:
+            raise ValueError('DynamicHead: legacy_offsets=True needs spatial_aware=True '
+                             '(without offsets there is nothing to reproduce)')
+        if norm_cfg is not None:
+            if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
+                raise TypeError(f'DynamicHead: norm_cfg must be a dict with a type, got {norm_cfg!r}')
+            groups = norm_cfg.get('num_groups')
+            if norm_cfg['type'] == 'GN' and (not groups or self.out_channels % groups):
+                raise ValueError(f'DynamicHead: out_channels ({self.out_channels}) must be '
+                                 f'divisible by the GroupNorm groups ({groups})')
+        if task_aware and self.out_channels < 4:
+            raise ValueError(f'DynamicHead: task_aware needs out_channels >= 4 (reduction 4), '
+                             f'got {self.out_channels}')
+        self.legacy_offsets = legacy_offsets
+        self.blocks = nn.ModuleList(
+            DynamicHeadBlock(self.in_channels if i == 0 else self.out_channels,
+                             self.out_channels, scale_aware, spatial_aware, task_aware, hsigmoid,
+                             spatial_bias, norm_cfg, zero_init_offset, legacy_offsets, dcn_impl)
+            for i in range(self.num_blocks))
+
+    @property
+    def dcn_impl(self) -> str:
+        return self.blocks[0].spatial.dcn_impl
+
+    @dcn_impl.setter
+    def dcn_impl(self, impl: str):
+        if impl not in DCN_IMPLS:
+            raise ValueError(f'DynamicHead: dcn_impl must be one of {DCN_IMPLS}, got {impl!r}')
+        for block in self.blocks:
+            block.spatial.dcn_impl = impl
+
+    def check_inputs(self, inputs) -> List[Tensor]:
+        """Raise a TypeError/ValueError naming the problem, before anything reaches mmcv."""
+        import torch
+        if isinstance(inputs, torch.Tensor) or not isinstance(inputs, (tuple, list)):
+            what = (f'a tensor of shape {tuple(inputs.shape)}' if isinstance(inputs, torch.Tensor)
+                    else type(inputs).__name__)
+            raise TypeError(f'DynamicHead expects a tuple or list of feature maps (N, C, H, W), '
+                            f'finest level first; got {what}')
+        if len(inputs) == 0:
+            raise ValueError('DynamicHead got an empty sequence of feature maps')
+        for l, x in enumerate(inputs):
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f'DynamicHead: level {l} is a {type(x).__name__}, not a tensor')
+            if x.dim() != 4:
+                raise ValueError(f'DynamicHead: level {l} must be 4D (N, C, H, W), got shape '
+                                 f'{tuple(x.shape)}')
+            if x.shape[1] != self.in_channels:
+                raise ValueError(f'DynamicHead: level {l} has {x.shape[1]} channels, but '
+                                 f'in_channels={self.in_channels}')
+            if x.shape[0] != inputs[0].shape[0]:
+                raise ValueError(f'DynamicHead: batch sizes differ between levels: level 0 has '
+                                 f'{inputs[0].shape[0]}, level {l} has {x.shape[0]}')
+            if x.shape[2] < 1 or x.shape[3] < 1 or x.shape[0] < 1:
+                raise ValueError(f'DynamicHead: level {l} is empty, shape {tuple(x.shape)}')
+            if l and (x.shape[2] > inputs[l - 1].shape[2] or x.shape[3] > inputs[l - 1].shape[3]):
+                raise ValueError(f'DynamicHead: levels must go finest first; level {l} '
+                                 f'{tuple(x.shape[-2:])} is larger than level {l - 1} '
+                                 f'{tuple(inputs[l - 1].shape[-2:])}')
+            if l and self.legacy_offsets:
+                prev = inputs[l - 1].shape
+                half = ((prev[2] - 1) // 2 + 1, (prev[3] - 1) // 2 + 1)
+                if tuple(x.shape[-2:]) != half:
+                    raise ValueError(
+                        f'DynamicHead(legacy_offsets=True) reproduces the reference codes, which '
+                        f'need each level to be the stride-2 size of the finer one: level {l} is '
+                        f'{tuple(x.shape[-2:])}, expected {half}. Use legacy_offsets=False.')
+        return list(inputs)
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+        feats = self.check_inputs(inputs)
+        for block in self.blocks:
+            feats = block(feats)
+        return tuple(f.contiguous() for f in feats)

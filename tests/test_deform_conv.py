@@ -54,7 +54,7 @@ def test_matches_mmcv_integer_positions(stride):
 
 def test_matches_mmcv_float32_without_bias_over_chunks(monkeypatch):
     """float32 at 1e-4 relative, with positions spread over several chunks."""
-    monkeypatch.setattr(deform_conv, 'CHUNK_POSITIONS', 37)
+    monkeypatch.setattr(deform_conv, 'CHUNK_ELEMENTS', 37 * 9 * 16)
     for stride in (1, 2):
         _compare(_case(2, 16, 8, 13, 11, stride, 2.0, bias=False, dtype=torch.float32),
                  stride, rtol=1e-4)

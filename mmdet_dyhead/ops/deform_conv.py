@@ -22,9 +22,11 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-# Output positions per chunk: 256 x 9 taps x 256 channels x 4 bytes = 2.3 MiB of columns stays
-# in cache while it is blended and multiplied; 1024+ positions ran 2x slower here (2 cores).
-CHUNK_POSITIONS = 256
+# Column elements per chunk (positions x taps x channels). The 4 gathered corners of a chunk,
+# 4 x 128 x 9 x 256 floats = 4.5 MiB, stay in cache while they are blended and multiplied;
+# 4x larger chunks ran 1.5-2x slower on 2 cores. Fewer channels get more positions per chunk,
+# so small convs are not dominated by per-op overhead.
+CHUNK_ELEMENTS = 128 * 9 * 256
 
 
 def _out_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
@@ -55,38 +57,33 @@ def _taps(offset: Tensor, H: int, W: int, kh: int, kw: int, stride: Tuple[int, i
 
 
 class _Bilinear:
-    """Corner indices and weights of bilinear sampling for a chunk of taps.
+    """Bilinear sampling of a chunk of taps, the 4 corners stacked on a leading axis.
 
-    Invalid corners point at an appended zero row (index ``zero_row``), so they
-    contribute exactly zero, even next to inf or NaN in the input, as in mmcv.
+    ``index`` (4 * rows * K,) points into the flat input; corners outside the map point at its
+    appended zero row, so they contribute exactly zero (even next to inf or NaN), as in mmcv.
+    ``weight``, ``dweight_y``, ``dweight_x``: (4, rows, K) corner weights and their derivatives
+    with respect to the tap's y and x.
     """
 
-    def __init__(self, py: Tensor, px: Tensor, batch_index: Tensor, H: int, W: int):
+    def __init__(self, py: Tensor, px: Tensor, row_base: Tensor, H: int, W: int, zero_row: int):
         y0f, x0f = torch.floor(py), torch.floor(px)
         ly, lx = py - y0f, px - x0f
         hy, hx = 1 - ly, 1 - lx
         y0, x0 = y0f.long(), x0f.long()
-        y1, x1 = y0 + 1, x0 + 1
-        base = batch_index.view(-1, 1) * (H * W)
-        vy0, vy1 = (y0 >= 0) & (y0 < H), (y1 >= 0) & (y1 < H)
-        vx0, vx1 = (x0 >= 0) & (x0 < W), (x1 >= 0) & (x1 < W)
-        self.index = [
-            (base + y0 * W + x0, vy0 & vx0),
-            (base + y0 * W + x1, vy0 & vx1),
-            (base + y1 * W + x0, vy1 & vx0),
-            (base + y1 * W + x1, vy1 & vx1),
-        ]
-        self.weight = [hy * hx, hy * lx, ly * hx, ly * lx]
-        # d weight / d py and d weight / d px, per corner
-        self.dweight_y = [-hx, -lx, hx, lx]
-        self.dweight_x = [-hy, hy, -ly, ly]
+        ys = torch.stack([y0, y0, y0 + 1, y0 + 1])
+        xs = torch.stack([x0, x0 + 1, x0, x0 + 1])
+        valid = (ys >= 0) & (ys < H) & (xs >= 0) & (xs < W)
+        self.index = torch.where(valid, row_base.view(-1, 1) + ys * W + xs, zero_row).view(-1)
+        self.weight = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx])
+        self.dweight_y = torch.stack([-hx, -lx, hx, lx])
+        self.dweight_x = torch.stack([-hy, hy, -ly, ly])
         # mmcv gives no coordinate gradient to a tap outside (-1, H) x (-1, W)
         self.inside = ((py > -1) & (py < H) & (px > -1) & (px < W)).to(py.dtype)
 
-    def corners(self, zero_row: int):
-        for (idx, valid), w, dy, dx in zip(self.index, self.weight, self.dweight_y,
-                                           self.dweight_x):
-            yield torch.where(valid, idx, zero_row).view(-1), w, dy, dx
+    def gather(self, flat: Tensor) -> Tensor:
+        """(4, rows, K, C) corner values."""
+        rows, K = self.inside.shape
+        return flat.index_select(0, self.index).view(4, rows, K, flat.shape[1])
 
 
 def _flat_input(x: Tensor) -> Tensor:
@@ -108,25 +105,23 @@ class _Plan:
         self.Ho, self.Wo = offset.shape[-2:]
         self.P = self.N * self.Ho * self.Wo
         self.stride, self.pad, self.dil = stride, pad, dil
-        self.batch_index = torch.arange(self.N, device=x.device).repeat_interleave(
-            self.Ho * self.Wo)
+        # first row of each position's image in the flat input
+        self.row_base = torch.arange(self.N, device=x.device).repeat_interleave(
+            self.Ho * self.Wo) * (self.H * self.W)
 
     def chunks(self):
-        for start in range(0, self.P, CHUNK_POSITIONS):
-            yield slice(start, min(start + CHUNK_POSITIONS, self.P))
+        step = max(16, CHUNK_ELEMENTS // (self.K * self.C))
+        for start in range(0, self.P, step):
+            yield slice(start, min(start + step, self.P))
 
 
-def _columns(flat: Tensor, bil: _Bilinear, m: Tensor, zero_row: int, rows: int, C: int,
-             K: int) -> Tuple[Tensor, list]:
-    """Masked bilinear samples (rows, K*C) and the gathered corner values."""
-    cols = None
-    gathered = []
-    for idx, w, _, _ in bil.corners(zero_row):
-        g = flat.index_select(0, idx).view(rows, K, C)
-        gathered.append(g)
-        term = g * (w * m).unsqueeze(-1)
-        cols = term if cols is None else cols.add_(term)
-    return cols.view(rows, K * C), gathered
+def _columns(corners: Tensor, bil: _Bilinear, m: Tensor) -> Tensor:
+    """Masked bilinear samples (rows, K, C) from the (4, rows, K, C) corner values."""
+    wm = (bil.weight * m).unsqueeze(-1)
+    cols = corners[0] * wm[0]
+    for q in range(1, 4):  # in place: no (4, rows, K, C) temporary
+        cols.addcmul_(corners[q], wm[q])
+    return cols
 
 
 class ModulatedDeformConv2dFunction(Function):
@@ -142,8 +137,8 @@ class ModulatedDeformConv2dFunction(Function):
         out = x.new_empty(plan.P, plan.Cout)
         zero_row = flat.shape[0] - 1
         for sl in plan.chunks():
-            bil = _Bilinear(py[sl], px[sl], plan.batch_index[sl], plan.H, plan.W)
-            cols, _ = _columns(flat, bil, m[sl], zero_row, sl.stop - sl.start, plan.C, plan.K)
+            bil = _Bilinear(py[sl], px[sl], plan.row_base[sl], plan.H, plan.W, zero_row)
+            cols = _columns(bil.gather(flat), bil, m[sl]).view(sl.stop - sl.start, -1)
             if bias is not None:
                 torch.addmm(bias, cols, w2d.t(), out=out[sl])
             else:
@@ -175,25 +170,23 @@ class ModulatedDeformConv2dFunction(Function):
         grad_m = m.new_empty(P, K) if need_mask else None
         for sl in plan.chunks():
             rows = sl.stop - sl.start
-            bil = _Bilinear(py[sl], px[sl], plan.batch_index[sl], plan.H, plan.W)
+            bil = _Bilinear(py[sl], px[sl], plan.row_base[sl], plan.H, plan.W, zero_row)
             ms = m[sl]
-            cols, gathered = _columns(flat, bil, ms, zero_row, rows, C, K)
+            corners = bil.gather(flat)
             if need_w:
-                grad_w2d.addmm_(go[sl].t(), cols)
-            del cols
+                grad_w2d.addmm_(go[sl].t(), _columns(corners, bil, ms).view(rows, -1))
             gcols = torch.mm(go[sl], w2d).view(rows, K, C)  # d loss / d columns
-            dots = [] if (need_off or need_mask) else None
-            for (idx, w, _, _), g in zip(bil.corners(zero_row), gathered):
-                if need_x:
-                    grad_flat.index_add_(0, idx, (gcols * (w * ms).unsqueeze(-1)).view(-1, C))
-                if dots is not None:
-                    dots.append((gcols * g).sum(-1))  # (rows, K)
+            if need_x:
+                grad_flat.index_add_(
+                    0, bil.index, (gcols * (bil.weight * ms).unsqueeze(-1)).view(-1, C))
+            if need_off or need_mask:
+                dots = (corners * gcols).sum(-1)  # (4, rows, K)
             if need_mask:
-                grad_m[sl] = sum(w * d for w, d in zip(bil.weight, dots))
+                grad_m[sl] = (bil.weight * dots).sum(0)
             if need_off:
                 scale = ms * bil.inside
-                grad_py[sl] = scale * sum(dw * d for dw, d in zip(bil.dweight_y, dots))
-                grad_px[sl] = scale * sum(dw * d for dw, d in zip(bil.dweight_x, dots))
+                grad_py[sl] = scale * (bil.dweight_y * dots).sum(0)
+                grad_px[sl] = scale * (bil.dweight_x * dots).sum(0)
 
         grad_x = grad_off = grad_mask = grad_weight = grad_bias = None
         Ho, Wo = plan.Ho, plan.Wo

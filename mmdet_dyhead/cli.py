@@ -1,0 +1,52 @@
+"""What tools/train.py and tools/test.py share: arguments, config loading, device fallbacks."""
+import argparse
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+
+
+def add_common_args(parser: argparse.ArgumentParser):
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value (mmengine syntax)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (or --local_rank)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_config(args) -> Config:
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if not osp.isfile(args.config):
+        raise SystemExit(f'config file not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if not torch.cuda.is_available():
+        # NCCL needs GPUs: distributed runs on a CPU use gloo (no SyncBN needed: DyHead uses GN)
+        env = cfg.setdefault('env_cfg', {})
+        env.setdefault('dist_cfg', {})
+        if env['dist_cfg'].get('backend', 'nccl') == 'nccl':
+            env['dist_cfg']['backend'] = 'gloo'
+    return cfg
+
+
+def enable_amp(cfg: Config):
+    """--amp: fp16 with dynamic loss scaling on a GPU, bf16 autocast on a CPU."""
+    ow = cfg.optim_wrapper
+    if ow.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        return
+    ow.type = 'AmpOptimWrapper'
+    if torch.cuda.is_available():
+        ow.loss_scale = 'dynamic'
+    else:
+        ow.dtype = 'bfloat16'
+        ow.loss_scale = 1.0  # bf16 has fp32's range: no scaling

@@ -26,6 +26,8 @@ def load_config(args) -> Config:
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    from .config_check import check_model_cfg
+    check_model_cfg(cfg.model)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -36,7 +38,27 @@ def load_config(args) -> Config:
         env.setdefault('dist_cfg', {})
         if env['dist_cfg'].get('backend', 'nccl') == 'nccl':
             env['dist_cfg']['backend'] = 'gloo'
+        if args.launcher != 'none' and cfg.get('model_wrapper_cfg') is None:
+            # mmengine passes device_ids=[LOCAL_RANK], which DDP rejects for a CPU module
+            cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+                                         broadcast_buffers=False,
+                                         find_unused_parameters=cfg.get('find_unused_parameters',
+                                                                        False))
     return cfg
+
+
+def init_distributed_on_cpu(cfg: Config):
+    """Start the gloo process group on a machine without GPUs.
+
+    mmengine's init_dist calls torch.cuda.set_device, which a CPU build of torch lacks; the runner
+    skips it when a process group already exists."""
+    import torch.distributed as dist
+    if cfg.launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
+        return
+    if cfg.launcher != 'pytorch':
+        raise SystemExit(f'--launcher {cfg.launcher} needs GPUs; on a CPU use --launcher pytorch '
+                         f'(tools/dist_train.sh)')
+    dist.init_process_group(backend='gloo')
 
 
 def enable_amp(cfg: Config):

@@ -5,7 +5,7 @@ Both references feed the coarser-level branch misread offsets (see
 ``legacy_offsets=True``.
 """
 import re
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -37,9 +37,9 @@ _OFFICIAL_KEYS = [
 ]
 
 
-def _convert(state: Dict[str, Tensor], block_re: str, table, out_prefix: str,
+def _convert(state: Dict[str, Tensor], block_re: str, table, out_prefix: Optional[str],
              strict: bool) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
-    """Returns (converted DyHead keys, untouched other keys)."""
+    """Returns (converted DyHead keys, untouched other keys); out_prefix None keeps the source's."""
     pattern = re.compile(rf'^(.*?){block_re}\.(\d+)\.(.*)$')
     converted, others = {}, {}
     for key, value in state.items():
@@ -59,21 +59,22 @@ def _convert(state: Dict[str, Tensor], block_re: str, table, out_prefix: str,
             continue
         if new_rest.startswith('task.fc') and value.dim() == 2:
             value = value[:, :, None, None]  # official DyReLU uses Linear layers
-        converted[f'{out_prefix}blocks.{idx}.{new_rest}'] = value
+        prefix = m.group(1) if out_prefix is None else out_prefix
+        converted[f'{prefix}blocks.{idx}.{new_rest}'] = value
     return converted, others
 
 
-def convert_mmdet_state_dict(state: Dict[str, Tensor], out_prefix: str = '',
+def convert_mmdet_state_dict(state: Dict[str, Tensor], out_prefix: Optional[str] = None,
                              strict: bool = True) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
     """mmdet ``DyHead`` keys (``...dyhead_blocks.{i}...``) -> ``DynamicHead`` keys.
 
-    Returns (converted, others): the DyHead keys renamed under ``out_prefix`` and every other key
-    unchanged.
+    Returns (converted, others): the DyHead keys renamed (under ``out_prefix``, or under their own
+    prefix when it is None, e.g. ``neck.1.``) and every other key unchanged.
     """
     return _convert(state, r'dyhead_blocks', _MMDET_KEYS, out_prefix, strict)
 
 
-def convert_official_state_dict(state: Dict[str, Tensor], out_prefix: str = '',
+def convert_official_state_dict(state: Dict[str, Tensor], out_prefix: Optional[str] = '',
                                 strict: bool = True) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
     """microsoft/DynamicHead keys (``...dyhead_tower.{i}...``) -> ``DynamicHead`` keys.
 
@@ -119,7 +120,7 @@ def from_mmdet_dyhead(neck, **overrides) -> DynamicHead:
     cfg.pop('type')
     cfg.update(overrides)
     ours = DynamicHead(**cfg)
-    converted, others = convert_mmdet_state_dict(neck.state_dict())
+    converted, others = convert_mmdet_state_dict(neck.state_dict(), out_prefix='')
     if others:
         raise ValueError(f'unexpected keys in the mmdet DyHead: {sorted(others)}')
     ours.load_state_dict(converted, strict=True)

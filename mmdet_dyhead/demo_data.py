@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 CLASSES = ('circle', 'square', 'triangle', 'star', 'cross', 'ring')
-MIN_SIZE, MAX_SIZE = 12, 192  # longest side of an object, in pixels: a 16x range
+MIN_SIZE, MAX_SIZE = 11, 200  # longest side of an object, in pixels: an 18x range (>= 16x drawn)
 
 
 def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
@@ -30,7 +30,15 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     stripes = np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * freq)
     img += stripes[..., None] * rng.uniform(5, 25, size=3)
     img += rng.normal(0, rng.uniform(3, 12), size=img.shape)
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)), base
+
+
+def _contrasting_color(rng: random.Random, background) -> Tuple[int, int, int]:
+    """A random colour at least 80 (summed over RGB) away from the background's mean colour."""
+    while True:
+        c = tuple(rng.randint(0, 255) for _ in range(3))
+        if sum(abs(a - b) for a, b in zip(c, background)) >= 80:
+            return c
 
 
 def _clutter(draw: ImageDraw.ImageDraw, rng: random.Random, w: int, h: int):
@@ -88,13 +96,15 @@ def make_image(seed: int, max_side: int = 320) -> Tuple[Image.Image, List[Dict]]
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     w, h = rng.randint(max_side * 3 // 4, max_side), rng.randint(max_side * 3 // 4, max_side)
-    img = _background(nrng, w, h)
+    img, bg_color = _background(nrng, w, h)
     draw = ImageDraw.Draw(img)
     _clutter(draw, rng, w, h)
     placed = []  # (size, cls, cx, cy, sx, sy, rot, box estimate)
     for _ in range(rng.randint(1, 7)):
         for _attempt in range(20):
-            size = math.exp(rng.uniform(math.log(MIN_SIZE), math.log(min(MAX_SIZE, 0.8 * min(w, h)))))
+            # log-size over the full 16x range, more often mid-sized than tiny or huge
+            lo, hi = math.log(MIN_SIZE), math.log(min(MAX_SIZE, 0.8 * min(w, h)))
+            size = math.exp(rng.triangular(lo, hi, math.log(48)))
             aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
             sx, sy = size / 2 * min(1, aspect), size / 2 * min(1, 1 / aspect)
             cls = rng.choice(CLASSES)
@@ -110,7 +120,7 @@ def make_image(seed: int, max_side: int = 320) -> Tuple[Image.Image, List[Dict]]
     objects = []
     # large objects first, so a small one is never hidden under a larger one drawn later
     for size, cls, cx, cy, sx, sy, rot, _ in sorted(placed, key=lambda q: -q[0]):
-        color = tuple(rng.randint(0, 255) for _ in range(3))
+        color = _contrasting_color(rng, bg_color)
         box = _draw_object(draw, cls, cx, cy, sx, sy, rot, color)
         box = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
         objects.append(dict(category=cls, bbox=box))
@@ -130,11 +140,11 @@ def write_split(out_dir: str, split: str, num_images: int, seed: int, max_side: 
         images.append(dict(id=i + 1, file_name=name, width=img.width, height=img.height))
         for obj in objects:
             x0, y0, x1, y1 = obj['bbox']
+            bw, bh = round(x1 - x0, 2), round(y1 - y0, 2)
             annotations.append(dict(
                 id=len(annotations) + 1, image_id=i + 1,
                 category_id=CLASSES.index(obj['category']) + 1,
-                bbox=[round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                area=round((x1 - x0) * (y1 - y0), 2), iscrowd=0))
+                bbox=[round(x0, 2), round(y0, 2), bw, bh], area=round(bw * bh, 2), iscrowd=0))
     coco = dict(images=images, annotations=annotations,
                 categories=[dict(id=i + 1, name=c) for i, c in enumerate(CLASSES)])
     path = os.path.join(out_dir, 'annotations', f'{split}.json')
@@ -143,7 +153,7 @@ def write_split(out_dir: str, split: str, num_images: int, seed: int, max_side: 
     return path
 
 
-def generate(out_dir: str, seed: int = 0, num_train: int = 400, num_val: int = 100,
+def generate(out_dir: str, seed: int = 0, num_train: int = 600, num_val: int = 100,
              max_side: int = 320):
     write_split(out_dir, 'train', num_train, seed, max_side)
     write_split(out_dir, 'val', num_val, seed + 1, max_side)
@@ -153,7 +163,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--out', default='data/shapes')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--num-train', type=int, default=400)
+    p.add_argument('--num-train', type=int, default=600)
     p.add_argument('--num-val', type=int, default=100)
     p.add_argument('--max-side', type=int, default=320)
     a = p.parse_args()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.ops import ModulatedDeformConv2d
+from mmcv.ops import modulated_deform_conv2d as mmcv_modulated_deform_conv2d
 from torch import Tensor, nn
 
 from ..ops import modulated_deform_conv2d
@@ -119,6 +120,21 @@ def resolve_dcn_impl(impl: str, x: Tensor) -> str:
     return 'mmcv' if x.is_cuda and _mmcv_has_cuda() else 'torch'
 
 
+def deform_conv(x: Tensor, offset: Optional[Tensor], mask: Optional[Tensor], weight: Tensor,
+                bias: Optional[Tensor], stride, impl: str = 'auto') -> Tensor:
+    """3x3 conv (padding 1) of x (N, C_in, H, W) with weight (C_out, C_in, 3, 3).
+
+    With offsets (N, 18, H', W') and masks (N, 9, H', W'): modulated deformable, computed by our
+    kernel or mmcv's (``resolve_dcn_impl``); without: a plain conv (offset 0, mask 1 is exactly that).
+    """
+    if offset is None:
+        return F.conv2d(x, weight, bias, stride, 1)
+    if resolve_dcn_impl(impl, x) == 'mmcv':
+        return mmcv_modulated_deform_conv2d(x.contiguous(), offset.contiguous(),
+                                            mask.contiguous(), weight, bias, stride, 1, 1, 1, 1)
+    return modulated_deform_conv2d(x, offset, mask, weight, bias, stride, 1, 1)
+
+
 class DeformConvNorm(nn.Module):
     """A 3x3 modulated deformable conv, then GroupNorm: (N, C_in, H, W) -> (N, C_out, H', W').
 
@@ -136,15 +152,22 @@ class DeformConvNorm(nn.Module):
 
     def forward(self, x: Tensor, offset: Optional[Tensor] = None, mask: Optional[Tensor] = None,
                 impl: str = 'auto') -> Tensor:
-        conv = self.conv
-        if offset is None:
-            y = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
-        elif resolve_dcn_impl(impl, x) == 'mmcv':
-            y = conv(x.contiguous(), offset.contiguous(), mask.contiguous())
-        else:
-            y = modulated_deform_conv2d(x, offset, mask, conv.weight, conv.bias, conv.stride,
-                                        conv.padding, conv.dilation)
-        return self.norm(y)
+        return self.norm(deform_conv(x, offset, mask, self.conv.weight, self.conv.bias,
+                                     self.conv.stride, impl))
+
+
+def fused_deform_conv_norm(a: DeformConvNorm, b: DeformConvNorm, x: Tensor,
+                           offset: Optional[Tensor], mask: Optional[Tensor],
+                           impl: str = 'auto') -> Tuple[Tensor, Tensor]:
+    """``(a(x, offset, mask), b(x, offset, mask))`` with one sampling of x: the two convs share
+    their columns, so their weights are stacked into one (2 C_out) conv."""
+    wa, wb = a.conv.weight, b.conv.weight
+    bias = None
+    if a.conv.bias is not None:
+        bias = torch.cat([a.conv.bias, b.conv.bias])
+    y = deform_conv(x, offset, mask, torch.cat([wa, wb]), bias, a.conv.stride, impl)
+    ya, yb = y.split([wa.shape[0], wb.shape[0]], dim=1)
+    return a.norm(ya), b.norm(yb)
 
 
 def _resize(x: Tensor, size) -> Tensor:
@@ -174,6 +197,9 @@ class SpatialAwareAttention(nn.Module):
       - coarser (level l+1, stride 1, then bilinear upsampling): offsets of level l+1.
     ``legacy_offsets=True`` instead feeds the coarser branch level l's offsets as the reference
     codes do (see ``_legacy_view``), to reproduce their trained weights exactly.
+
+    Since the coarser branch of level l then samples level l+1 exactly where level l+1's own
+    same-level branch does, the two are computed as one conv with stacked weights (one sampling).
 
     Args:
         in_channels, out_channels: C_in of the inputs, C_out of the outputs.
@@ -207,27 +233,38 @@ class SpatialAwareAttention(nn.Module):
 
     def forward(self, feats: Sequence[Tensor]) -> List[List[Tensor]]:
         """L maps (N, C_in, H_l, W_l) -> for each level, its 1 to 3 branches (N, C_out, H_l, W_l)."""
-        impl = self.dcn_impl
-        om = [self.offsets(x) for x in feats] if self.offset_conv is not None else None
+        impl, L = self.dcn_impl, len(feats)
+        om = ([self.offsets(x) for x in feats] if self.offset_conv is not None
+              else [(None, None)] * L)
+        # same[l]: the same-level branch of level l; up[l]: the coarser branch of level l, at level
+        # l+1's size. With offsets of its own size, up[l] samples x_{l+1} exactly where same[l+1]
+        # does, so both come from one sampling with stacked weights.
+        same, up = [None] * L, [None] * L
+        for l, x in enumerate(feats):
+            off, mask = om[l]
+            if l > 0 and not self.legacy_offsets:
+                same[l], up[l - 1] = fused_deform_conv_norm(self.same, self.coarser, x, off, mask,
+                                                            impl)
+            else:
+                same[l] = self.same(x, off, mask, impl)
+        if self.legacy_offsets:  # the references' reads: level l's offsets on the coarser map
+            for l in range(L - 1):
+                size = feats[l + 1].shape[-2:]
+                off, mask = om[l]
+                up[l] = self.coarser(feats[l + 1], _legacy_view(off, size),
+                                     _legacy_view(mask, size), impl)
         out = []
         for l, x in enumerate(feats):
             size = x.shape[-2:]
-            off, mask = om[l] if om else (None, None)
-            branches = [self.same(x, off, mask, impl)]
+            off, mask = om[l]
+            branches = [same[l]]
             if l > 0:
                 src = feats[l - 1]
                 fsize = ((src.shape[2] - 1) // 2 + 1, (src.shape[3] - 1) // 2 + 1)
-                foff, fmask = off, mask
-                if om and fsize != tuple(size):
-                    foff, fmask = _resize(off, fsize), _resize(mask, fsize)
-                branches.append(_resize(self.finer(src, foff, fmask, impl), size))
-            if l < len(feats) - 1:
-                src = feats[l + 1]
-                coff, cmask = (None, None)
-                if om and self.legacy_offsets:
-                    coff, cmask = _legacy_view(off, src.shape[-2:]), _legacy_view(mask, src.shape[-2:])
-                elif om:
-                    coff, cmask = om[l + 1]
-                branches.append(_resize(self.coarser(src, coff, cmask, impl), size))
+                if off is not None and fsize != tuple(size):
+                    off, mask = _resize(off, fsize), _resize(mask, fsize)
+                branches.append(_resize(self.finer(src, off, mask, impl), size))
+            if l < L - 1:
+                branches.append(_resize(up[l], size))
             out.append(branches)
         return out

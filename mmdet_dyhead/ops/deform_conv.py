@@ -74,11 +74,14 @@ class _Bilinear:
         xs = torch.stack([x0, x0 + 1, x0, x0 + 1])
         valid = (ys >= 0) & (ys < H) & (xs >= 0) & (xs < W)
         self.index = torch.where(valid, row_base.view(-1, 1) + ys * W + xs, zero_row).view(-1)
-        self.weight = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx])
-        self.dweight_y = torch.stack([-hx, -lx, hx, lx])
-        self.dweight_x = torch.stack([-hy, hy, -ly, ly])
-        # mmcv gives no coordinate gradient to a tap outside (-1, H) x (-1, W)
-        self.inside = ((py > -1) & (py < H) & (px > -1) & (px < W)).to(py.dtype)
+        # a tap outside (-1, H) x (-1, W), or at a NaN position, samples nothing and gets no
+        # coordinate gradient, as in mmcv (where, not a product: NaN * 0 is NaN)
+        inside = (py > -1) & (py < H) & (px > -1) & (px < W)
+        zero = py.new_zeros(())
+        self.weight = torch.where(inside, torch.stack([hy * hx, hy * lx, ly * hx, ly * lx]), zero)
+        self.dweight_y = torch.where(inside, torch.stack([-hx, -lx, hx, lx]), zero)
+        self.dweight_x = torch.where(inside, torch.stack([-hy, hy, -ly, ly]), zero)
+        self.inside = inside
 
     def gather(self, flat: Tensor) -> Tensor:
         """(4, rows, K, C) corner values."""
@@ -184,9 +187,8 @@ class ModulatedDeformConv2dFunction(Function):
             if need_mask:
                 grad_m[sl] = (bil.weight * dots).sum(0)
             if need_off:
-                scale = ms * bil.inside
-                grad_py[sl] = scale * (bil.dweight_y * dots).sum(0)
-                grad_px[sl] = scale * (bil.dweight_x * dots).sum(0)
+                grad_py[sl] = ms * (bil.dweight_y * dots).sum(0)
+                grad_px[sl] = ms * (bil.dweight_x * dots).sum(0)
 
         grad_x = grad_off = grad_mask = grad_weight = grad_bias = None
         Ho, Wo = plan.Ho, plan.Wo

@@ -1,0 +1,7 @@
+# Faster R-CNN with DynamicHead (2 blocks, all three attentions) on the P2-P6 pyramid.
+_base_ = './_base_/faster-rcnn_r18_fpn_shapes.py'
+model = dict(
+    neck=[
+        dict(type='FPN', in_channels=[32, 64, 128, 256], out_channels=64, num_outs=5),
+        dict(type='DynamicHead', in_channels=64, out_channels=64, num_blocks=2),
+    ])

@@ -1,0 +1,316 @@
+#!/usr/bin/env python
+"""DynamicHead against mmdet's DyHead (same weights), CPU or GPU: time, memory, GFLOP/s, ATSS ratio.
+
+    python tools/benchmark_neck.py [--device cpu] [--sizes 512x512 800x1333] [--out outputs/bench_cpu]
+
+Implementations, all with the same weights (mmdet's DyHead, perturbed so offsets are non-zero,
+converted with mmdet_dyhead.converters.from_mmdet_dyhead):
+  mmdet DyHead            mmdet.models.necks.DyHead (mmcv's deformable-conv kernel)
+  ours, mmcv kernel       DynamicHead(legacy_offsets=True, dcn_impl='mmcv')
+  ours, torch kernel      DynamicHead(legacy_offsets=True, dcn_impl='torch')
+  ours, default           DynamicHead(legacy_offsets=False, dcn_impl='auto'): corrected offsets,
+                          shared columns, the kernel 'auto' picks for the device
+  4 stacked convs         what DyHead replaces in ATSS: 2 x 4 conv3x3-GN-ReLU per level
+Runs alternate between implementations inside one process (medians of --repeats); peak memory is
+measured in a fresh process per implementation. Writes table.md, results.json and time_vs_size.png.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+IMPLS = ['mmdet DyHead', 'ours, mmcv kernel', 'ours, torch kernel', 'ours, default',
+         '4 stacked convs']
+
+
+def pyramid_sizes(h: int, w: int):
+    """P3-P7 of an (h, w) image padded to 32, as mmdet's FPN with extra convs gives them."""
+    h, w = -(-h // 32) * 32, -(-w // 32) * 32
+    sizes = [(h // 8, w // 8)]
+    for _ in range(4):
+        ph, pw = sizes[-1]
+        sizes.append(((ph - 1) // 2 + 1, (pw - 1) // 2 + 1))
+    return sizes
+
+
+class StackedConvs(nn.Module):
+    """ATSS's cls and reg towers: 2 x num_convs conv3x3-GN-ReLU, applied to every level."""
+
+    def __init__(self, channels: int, num_convs: int = 4):
+        super().__init__()
+
+        def tower():
+            layers = []
+            for _ in range(num_convs):
+                layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                           nn.GroupNorm(32, channels), nn.ReLU(inplace=True)]
+            return nn.Sequential(*layers)
+        self.cls, self.reg = tower(), tower()
+
+    def forward(self, feats):
+        return tuple(self.cls(f) + self.reg(f) for f in feats)
+
+
+def build(channels: int, blocks: int, device: str, seed: int = 0):
+    from mmdet.models.necks import DyHead
+    from mmdet_dyhead.converters import from_mmdet_dyhead
+    torch.manual_seed(seed)
+    ref = DyHead(channels, channels, num_blocks=blocks)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    models = {
+        'mmdet DyHead': ref,
+        'ours, mmcv kernel': from_mmdet_dyhead(ref, dcn_impl='mmcv'),
+        'ours, torch kernel': from_mmdet_dyhead(ref, dcn_impl='torch'),
+        'ours, default': from_mmdet_dyhead(ref, dcn_impl='auto', legacy_offsets=False),
+        '4 stacked convs': StackedConvs(channels),
+    }
+    return {k: m.to(device) for k, m in models.items()}
+
+
+def _sync(device):
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def run_once(model, feats, backward: bool, device: str, dtype) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.autocast(device_type=device.split(':')[0], dtype=dtype,
+                        enabled=dtype != torch.float32):
+        if backward:
+            xs = [f.detach().requires_grad_() for f in feats]
+            out = model(xs)
+            sum(o.float().sum() for o in out).backward()
+        else:
+            with torch.no_grad():
+                model(feats)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def time_all(models, feats, repeats: int, device: str, dtype, names) -> dict:
+    res = {}
+    for backward in (False, True):
+        key = 'fwd_bwd' if backward else 'fwd'
+        for name in names:  # warm-up
+            run_once(models[name], feats, backward, device, dtype)
+        times = {n: [] for n in names}
+        for _ in range(repeats):  # alternate, so machine noise hits all alike
+            for name in names:
+                times[name].append(run_once(models[name], feats, backward, device, dtype))
+        for name in names:
+            res.setdefault(name, {})[key] = statistics.median(times[name])
+    return res
+
+
+def dcn_rate(channels: int, size, batch: int, device: str, repeats: int, dtype) -> dict:
+    """GFLOP/s of one 3x3 deformable conv (stride 1, P3 size) next to a matmul of equal FLOPs."""
+    from mmcv.ops import modulated_deform_conv2d as mmcv_dcn
+    from mmdet_dyhead.ops import modulated_deform_conv2d
+    h, w = size
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, channels, h, w, generator=g).to(device, dtype)
+    off = (torch.randn(batch, 18, h, w, generator=g) * 2).to(device, dtype)
+    mask = torch.rand(batch, 9, h, w, generator=g).to(device, dtype)
+    wt = (torch.randn(channels, channels, 3, 3, generator=g) * 0.02).to(device, dtype)
+    a = torch.randn(batch * h * w, channels * 9, generator=g).to(device, dtype)
+    b = torch.randn(channels * 9, channels, generator=g).to(device, dtype)
+    flops = 2 * batch * h * w * channels * 9 * channels
+    fns = {'matmul, same FLOPs': lambda: a @ b,
+           'ours, torch kernel': lambda: modulated_deform_conv2d(x, off, mask, wt, None, 1, 1)}
+    if not (device == 'cpu' and dtype != torch.float32):
+        fns['mmcv kernel'] = lambda: mmcv_dcn(x, off, mask, wt, None, 1, 1, 1, 1, 1)
+    times = {k: [] for k in fns}
+    with torch.no_grad():
+        for f in fns.values():
+            f()
+        for _ in range(repeats):
+            for k, f in fns.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                f()
+                _sync(device)
+                times[k].append(time.perf_counter() - t0)
+    return {k: flops / statistics.median(v) / 1e9 for k, v in times.items()}
+
+
+def peak_memory(name: str, channels: int, blocks: int, batch: int, size, device: str) -> float:
+    """Peak extra memory (MiB) of one forward+backward, in a fresh process."""
+    code = f'''
+import sys, resource, torch
+sys.path.insert(0, {ROOT!r})
+sys.argv = ['x']
+from tools.benchmark_neck import build, pyramid_sizes, run_once
+models = build({channels}, {blocks}, {device!r})
+m = models[{name!r}]
+for k in list(models):
+    if k != {name!r}: del models[k]
+feats = [torch.randn({batch}, {channels}, h, w, device={device!r}) for h, w in pyramid_sizes(*{tuple(size)!r})]
+if {device!r}.startswith('cuda'):
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+    run_once(m, feats, True, {device!r}, torch.float32)
+    print('PEAK', (torch.cuda.max_memory_allocated() - base) / 2**20)
+else:
+    import gc; gc.collect()
+    base = int(open('/proc/self/statm').read().split()[1]) * 4096
+    run_once(m, feats, True, {device!r}, torch.float32)
+    print('PEAK', (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20)
+'''
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT)
+    m = re.search(r'PEAK ([0-9.e+-]+)', out.stdout)
+    if not m:
+        raise RuntimeError(out.stderr[-2000:])
+    return float(m.group(1))
+
+
+def atss_ratio(device: str, repeats: int) -> dict:
+    """Training iteration of ATSS-R50 + DynamicHead (6 blocks, no stacked convs) over ATSS-R50-FPN
+    with 4 stacked convs, 320x320, batch 2 (random init; the backbone's pretrained init is left out)."""
+    from mmengine.config import Config
+    from mmdet_dyhead.analysis import build_detector, synthetic_batch, time_train_iter
+    dy = Config.fromfile(osp.join(ROOT, 'configs/atss_r50_fpn_dyhead_1x_coco.py'))
+    base = Config.fromfile(osp.join(ROOT, 'configs/atss_r50_fpn_dyhead_1x_coco.py'))
+    base.model.neck = base.model.neck[0]
+    base.model.bbox_head.stacked_convs = 4
+    batch = synthetic_batch(2, 320, 320, 80)
+    models = {'ATSS-R50-FPN, 4 stacked convs': build_detector(base, device),
+              'ATSS-R50 + DynamicHead (6 blocks)': build_detector(dy, device)}
+    times = {k: [] for k in models}
+    for k, m in models.items():
+        time_train_iter(m, batch, device, 1, 1)
+    for _ in range(repeats):
+        for k, m in models.items():
+            times[k] += time_train_iter(m, batch, device, 1, 0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    keys = list(med)
+    return dict(seconds=med, ratio=med[keys[1]] / med[keys[0]])
+
+
+def machine(device: str) -> str:
+    if device.startswith('cuda'):
+        return f'{torch.cuda.get_device_name()}, torch {torch.__version__}'
+    cpu = 'CPU'
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = re.search(r'model name\s*:\s*(.*)', f.read()).group(1).strip()
+    except (OSError, AttributeError):
+        pass
+    return f'{torch.get_num_threads()} threads on {os.cpu_count()} cores of {cpu}, torch {torch.__version__}'
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--sizes', nargs='+', default=['512x512', '800x1333'])
+    p.add_argument('--plot-sizes', nargs='*', default=['256x256', '384x384'],
+                   help='extra sizes for the plot only')
+    p.add_argument('--batch', type=int, default=2)
+    p.add_argument('--channels', type=int, default=256)
+    p.add_argument('--blocks', type=int, default=6)
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--dtype', choices=['fp32', 'fp16', 'bf16'], default='fp32')
+    p.add_argument('--no-memory', action='store_true')
+    p.add_argument('--no-atss', action='store_true')
+    p.add_argument('--out', default='outputs/bench_cpu')
+    a = p.parse_args(argv)
+    dtype = dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)[a.dtype]
+    os.makedirs(a.out, exist_ok=True)
+    models = build(a.channels, a.blocks, a.device)
+    names = [n for n in IMPLS if not (n == 'ours, mmcv kernel' and dtype != torch.float32
+                                      and a.device == 'cpu')]
+    if a.device == 'cpu' and dtype != torch.float32:
+        names = [n for n in names if 'mmcv' not in n and n != 'mmdet DyHead']
+    result = dict(machine=machine(a.device), device=a.device, dtype=a.dtype, batch=a.batch,
+                  channels=a.channels, blocks=a.blocks, sizes={})
+    all_sizes = sorted({*a.sizes, *a.plot_sizes},
+                       key=lambda s: int(s.split('x')[0]) * int(s.split('x')[1]))
+    for s in all_sizes:
+        h, w = map(int, s.split('x'))
+        feats = [torch.randn(a.batch, a.channels, ph, pw, device=a.device)
+                 for ph, pw in pyramid_sizes(h, w)]
+        t = time_all(models, feats, a.repeats, a.device, dtype, names)
+        result['sizes'][s] = dict(time=t)
+        print(s, {n: {k: round(v, 3) for k, v in t[n].items()} for n in names}, flush=True)
+        if s in a.sizes and not a.no_memory and dtype == torch.float32:
+            result['sizes'][s]['peak_mib'] = {
+                n: peak_memory(n, a.channels, a.blocks, a.batch, (h, w), a.device) for n in names}
+            print(s, 'peak MiB', result['sizes'][s]['peak_mib'], flush=True)
+    p3 = pyramid_sizes(*map(int, a.sizes[0].split('x')))[0]
+    result['dcn_gflops'] = dcn_rate(a.channels, p3, a.batch, a.device, a.repeats * 2, dtype)
+    print('GFLOP/s', result['dcn_gflops'], flush=True)
+    if not a.no_atss and dtype == torch.float32:
+        result['atss'] = atss_ratio(a.device, a.repeats)
+        print('ATSS', result['atss'], flush=True)
+    with open(osp.join(a.out, 'results.json'), 'w') as f:
+        json.dump(result, f, indent=1)
+    md = table(result, a.sizes, names)
+    with open(osp.join(a.out, 'table.md'), 'w') as f:
+        f.write(md)
+    plot(result, names, osp.join(a.out, 'time_vs_size.png'))
+    print(md)
+    return result
+
+
+def table(r, sizes, names) -> str:
+    ref = 'mmdet DyHead' if 'mmdet DyHead' in names else names[0]
+    lines = [f'{r["channels"]} channels, {r["blocks"]} blocks, batch {r["batch"]}, P3-P7, '
+             f'{r["dtype"]}, {r["device"]}: {r["machine"]}. Median of alternating runs; '
+             f'speed-up = {ref} time / this time.', '',
+             '| input | implementation | forward | speed-up | fwd+bwd | speed-up | peak memory (fwd+bwd) |',
+             '| --- | --- | --- | --- | --- | --- | --- |']
+    for s in sizes:
+        d = r['sizes'][s]
+        t = d['time']
+        for n in names:
+            mem = d.get('peak_mib', {}).get(n)
+            lines.append(f'| {s} | {n} | {t[n]["fwd"]:.3f} s | {t[ref]["fwd"] / t[n]["fwd"]:.1f}x '
+                         f'| {t[n]["fwd_bwd"]:.3f} s | {t[ref]["fwd_bwd"] / t[n]["fwd_bwd"]:.1f}x | '
+                         + (f'{mem:.0f} MiB |' if mem is not None else '- |'))
+    g = r['dcn_gflops']
+    mm = g['matmul, same FLOPs']
+    lines += ['', 'One 3x3 deformable conv at P3 of the first size (forward): ' + ', '.join(
+        f'{k} {v:.0f} GFLOP/s ({v / mm:.0%} of the matmul)' for k, v in g.items()) + '.']
+    if 'atss' in r:
+        sec = r['atss']['seconds']
+        lines += ['', 'Training iteration, 320x320, batch 2: ' + ', '.join(
+            f'{k} {v:.2f} s' for k, v in sec.items()) + f'; ratio {r["atss"]["ratio"]:.2f}x.']
+    return '\n'.join(lines) + '\n'
+
+
+def plot(r, names, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    sizes = list(r['sizes'])
+    px = [int(s.split('x')[0]) * int(s.split('x')[1]) / 1e6 for s in sizes]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, title in zip(axes, ('fwd', 'fwd_bwd'), ('forward', 'forward + backward')):
+        for n in names:
+            ax.plot(px, [r['sizes'][s]['time'][n][key] for s in sizes], marker='o', label=n)
+        ax.set_xlabel('input megapixels (P3-P7 of it)')
+        ax.set_ylabel('seconds')
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f'DyHead neck, {r["channels"]} ch, {r["blocks"]} blocks, batch {r["batch"]}, '
+                 f'{r["dtype"]}: {r["machine"]}', fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,4 +1,4 @@
-# The two commands of the README. Both create and reuse .venv at the project root.
+# The two commands of the README (demo, test); both create and reuse .venv at the project root.
 PY := .venv/bin/python
 STAMP := .venv/.mmdet_dyhead_setup
 
@@ -15,5 +15,13 @@ test: setup
 demo: setup
 	bash tools/demo.sh
 
+# the README's demo table (each demo detector with and without DynamicHead)
+compare: setup
+	$(PY) tools/compare.py --update-readme
+
+# the README's speed table and plot
+bench: setup
+	$(PY) tools/benchmark_neck.py --out outputs/bench_cpu
+
 clean-data:
-	rm -rf data/demo
+	rm -rf data/shapes

@@ -95,7 +95,7 @@ def _dcn_flop_jit(inputs, outputs) -> int:
 def count_flops(model, height: int, width: int, device: str = 'cpu') -> Dict[str, float]:
     """FLOPs (multiply-adds) and parameters of one image's forward, deformable convs included."""
     from mmengine.analysis import FlopAnalyzer, parameter_count
-    batch = synthetic_batch(1, height, width, 1)
+    batch = synthetic_batch(1, height, width, 2)  # mmdet's helper needs 2+ classes
     data = model.data_preprocessor(batch, False)
     model.eval()
 
@@ -116,6 +116,8 @@ def count_flops(model, height: int, width: int, device: str = 'cpu') -> Dict[str
     by_module = analyzer.by_module()
     unsupported = dict(analyzer.unsupported_ops())
     return dict(flops=total, neck_flops=by_module.get('det.neck', 0),
+                neck_modules={k[len('det.'):]: v for k, v in by_module.items()
+                              if k.count('.') == 2 and k.startswith('det.neck.')},
                 params=parameter_count(model)[''], unsupported=unsupported)
 
 
@@ -125,3 +127,19 @@ def summarize(times: Sequence[float]) -> Tuple[float, float]:
         return times[0], 0.0
     q = statistics.quantiles(times, n=4)
     return statistics.median(times), q[2] - q[0]
+
+
+def machine_name(device: str = 'cpu') -> str:
+    """The machine a figure was measured on, for tables: CPU model and threads, or the GPU."""
+    import os
+    import re
+    if device.startswith('cuda'):
+        return f'{torch.cuda.get_device_name()}, torch {torch.__version__}'
+    cpu = 'CPU'
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = re.search(r'model name\s*:\s*(.*)', f.read()).group(1).strip()
+    except (OSError, AttributeError):
+        pass
+    return (f'{torch.get_num_threads()} threads on {os.cpu_count()} cores of {cpu}, '
+            f'torch {torch.__version__}')

@@ -64,11 +64,9 @@ def init_distributed_on_cpu(cfg: Config):
 def enable_amp(cfg: Config):
     """--amp: fp16 with dynamic loss scaling on a GPU, bf16 autocast on a CPU."""
     ow = cfg.optim_wrapper
-    if ow.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+    if ow.get('type', 'OptimWrapper') in ('AmpOptimWrapper', 'CPUAutocastOptimWrapper'):
         return
-    ow.type = 'AmpOptimWrapper'
     if torch.cuda.is_available():
-        ow.loss_scale = 'dynamic'
-    else:
-        ow.dtype = 'bfloat16'
-        ow.loss_scale = 1.0  # bf16 has fp32's range: no scaling
+        ow.type, ow.loss_scale = 'AmpOptimWrapper', 'dynamic'
+    else:  # mmengine's AmpOptimWrapper asserts a GPU
+        ow.type, ow.dtype = 'CPUAutocastOptimWrapper', 'bfloat16'

@@ -7,6 +7,28 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def perturb(module, std, replace=False):
+    """Move every parameter away from its init (or replace it), so offsets and attentions matter."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if replace:
+                p.normal_(0, std)
+            else:
+                p.add_(torch.randn_like(p) * std)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def tiny_run_options(root, epochs=1, val_interval=1):
+    """--cfg-options that point a demo config at a tiny generated data set and shorten the run."""
+    root = str(root) + '/'
+    return ([f'{s}_dataloader.dataset.data_root={root}' for s in ('train', 'val', 'test')]
+            + [f'{s}_evaluator.ann_file={root}annotations/val.json' for s in ('val', 'test')]
+            + ['train_dataloader.batch_size=2', 'val_dataloader.batch_size=2',
+               'test_dataloader.batch_size=2', f'train_cfg.max_epochs={epochs}',
+               f'train_cfg.val_interval={val_interval}', 'default_hooks.checkpoint.interval=1',
+               'default_hooks.checkpoint.max_keep_ckpts=10', 'default_hooks.logger.interval=1',
+               'param_scheduler.1.end=4', 'param_scheduler.1.T_max=4', 'model.neck.1.num_blocks=1'])

@@ -1,15 +1,14 @@
 """Each attention on its own: shapes, ranges of the attention weights, gradients, fallbacks."""
 import pytest
 import torch
+from conftest import perturb
 
 from mmdet_dyhead.models import (DeformConvNorm, LevelMean, ScaleAwareAttention,
                                  SpatialAwareAttention, TaskAwareAttention)
 
 
 def _perturb(module, std=0.5):
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0, std)
+    perturb(module, std, replace=True)
 
 
 @pytest.mark.parametrize('kind,lo,hi', [('reference', 0.5, 1.0), ('paper', 0.0, 1.0)])

@@ -64,3 +64,22 @@ def test_two_stage_bbox_head_rejects_avg_pool():
     cls, reg = head(torch.randn(5, 8, 7, 7))
     assert cls.shape == (5, 4) and reg.shape == (5, 12)
     assert head(torch.randn(0, 8, 7, 7))[0].shape == (0, 4)  # no proposals
+
+
+def test_flops_count_the_deformable_convs():
+    """get_flops' counter includes every deformable conv: compare with a hand count."""
+    from mmdet_dyhead.analysis import count_flops
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/demo/atss_r18_fpn_dyhead_16e_shapes.py'))
+    model = build_detector(cfg)
+    r = count_flops(model, 128, 128)
+    assert not any('Deform' in k for k in r['unsupported'])
+    dy = model.neck[1]
+    sizes = [16, 8, 4, 2, 1]  # P3-P7 of 128x128
+    pos = [s * s for s in sizes]
+    # per block: same-level conv on every level, finer (stride 2) and coarser branches on L-1 each
+    convs = sum(pos) + 2 * sum(pos[1:])
+    c = dy.out_channels
+    dcn_macs = dy.num_blocks * convs * c * c * 9
+    offset_macs = dy.num_blocks * sum(pos) * c * 27 * 9
+    got = r['neck_modules']['neck.1']
+    assert dcn_macs + offset_macs <= got <= 1.05 * (dcn_macs + offset_macs)

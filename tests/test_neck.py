@@ -1,6 +1,7 @@
 """The block and the neck: sizes, levels, batch, switches, legacy vs corrected offsets, registry."""
 import pytest
 import torch
+from conftest import perturb
 from mmdet.registry import MODELS
 
 import mmdet_dyhead  # noqa: F401  (registers DynamicHead)
@@ -14,9 +15,7 @@ def _feats(sizes, n=2, c=16, grad=False):
 
 
 def _perturb(module, std=0.1):
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn_like(p) * std)
+    perturb(module, std)
 
 
 @pytest.mark.parametrize('sizes', [

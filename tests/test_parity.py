@@ -1,6 +1,7 @@
 """Converted weights give the references' outputs: mmdet's DyHead and microsoft/DynamicHead."""
 import pytest
 import torch
+from conftest import perturb
 from mmdet.models.necks import DyHead
 
 from mmdet_dyhead import DynamicHead
@@ -9,10 +10,7 @@ from mmdet_dyhead.converters import (convert_official_state_dict, from_mmdet_dyh
 from official_layout import OfficialTower
 
 
-def _perturb(module, std):
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn_like(p) * std)
+_perturb = perturb
 
 
 # exact halves (P3-P7 style), odd stride-2 sizes, batch 1

@@ -4,12 +4,15 @@ import os
 import os.path as osp
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import torch
+
+from conftest import tiny_run_options
 
 from mmdet_dyhead.checkpoint import load_local_checkpoint
 from mmdet_dyhead.demo_data import write_split
@@ -28,14 +31,7 @@ def data(tmp_path_factory):
 
 
 def options(root, epochs):
-    root = str(root) + '/'
-    return ([f'{s}_dataloader.dataset.data_root={root}' for s in ('train', 'val', 'test')]
-            + [f'{s}_evaluator.ann_file={root}annotations/val.json' for s in ('val', 'test')]
-            + ['train_dataloader.batch_size=2', 'val_dataloader.batch_size=2',
-               'test_dataloader.batch_size=2', f'train_cfg.max_epochs={epochs}',
-               'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=1',
-               'default_hooks.checkpoint.max_keep_ckpts=10', 'default_hooks.logger.interval=1',
-               'param_scheduler.1.end=4', 'param_scheduler.1.T_max=4', 'model.neck.1.num_blocks=1'])
+    return tiny_run_options(root, epochs, val_interval=100)
 
 
 def train(work, root, epochs, *extra, wait=True):
@@ -111,7 +107,10 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, straight, tmp_path):
 
 
 def test_two_process_training_on_cpu_then_test(data, tmp_path):
-    env = dict(ENV, PORT=str(29500 + os.getpid() % 1000))
+    with socket.socket() as sock:  # a free port for torchrun's rendezvous
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    env = dict(ENV, PORT=str(port))
     cmd = ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(tmp_path),
            '--cfg-options', *options(data, 1)]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -1,11 +1,14 @@
 """tools/ through the command line, as a user runs them: train a few iterations, test the checkpoint."""
 import json
+import math
 import os.path as osp
 import re
 import subprocess
 import sys
 
 import pytest
+
+from conftest import tiny_run_options
 
 from mmdet_dyhead.demo_data import write_split
 
@@ -14,15 +17,7 @@ CONFIG = 'configs/demo/atss_r18_fpn_dyhead_16e_shapes.py'
 
 
 def data_options(root):
-    root = str(root) + '/'
-    opts = [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
-    opts += [f'{split}_evaluator.ann_file={root}annotations/val.json' for split in ('val', 'test')]
-    opts += ['train_dataloader.batch_size=2', 'val_dataloader.batch_size=2',
-             'test_dataloader.batch_size=2', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-             'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1',
-             'param_scheduler.1.end=1', 'param_scheduler.1.T_max=1',
-             'model.neck.1.num_blocks=1']
-    return opts
+    return tiny_run_options(root, epochs=1, val_interval=1)
 
 
 @pytest.fixture(scope='module')
@@ -68,3 +63,12 @@ def test_test_py_reports_a_missing_checkpoint(tmp_path):
     proc = subprocess.run([sys.executable, 'tools/test.py', CONFIG, str(tmp_path / 'nope.pth')],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0 and 'checkpoint not found' in proc.stderr
+
+
+def test_amp_on_cpu_trains_in_bf16(tiny_data, tmp_path):
+    """--amp without a GPU: bf16 autocast through tools/train.py, finite losses."""
+    log = run(['tools/train.py', CONFIG, '--amp', '--work-dir', str(tmp_path), '--cfg-options',
+               *data_options(tiny_data), 'train_cfg.val_interval=100'])
+    assert "type='CPUAutocastOptimWrapper'" in log
+    losses = [float(v) for v in re.findall(r'Epoch\(train\).*? loss: ([0-9.naninf]+)', log)]
+    assert losses and all(math.isfinite(v) for v in losses)

@@ -19,7 +19,6 @@ import json
 import os
 import os.path as osp
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,9 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from mmdet_dyhead.analysis import machine_name  # noqa: E402
+from mmdet_dyhead.models.attentions import stride2_size  # noqa: E402
+
 IMPLS = ['mmdet DyHead', 'ours, mmcv kernel', 'ours, torch kernel', 'ours, default',
          '4 stacked convs']
 
@@ -41,7 +43,7 @@ def pyramid_sizes(h: int, w: int):
     sizes = [(h // 8, w // 8)]
     for _ in range(4):
         ph, pw = sizes[-1]
-        sizes.append(((ph - 1) // 2 + 1, (pw - 1) // 2 + 1))
+        sizes.append(stride2_size(ph, pw))
     return sizes
 
 
@@ -151,7 +153,7 @@ def dcn_rate(channels: int, size, batch: int, device: str, repeats: int, dtype) 
 def peak_memory(name: str, channels: int, blocks: int, batch: int, size, device: str) -> float:
     """Peak extra memory (MiB) of one forward+backward, in a fresh process."""
     code = f'''
-import sys, resource, torch
+import sys, torch
 sys.path.insert(0, {ROOT!r})
 sys.argv = ['x']
 from tools.benchmark_neck import build, pyramid_sizes, run_once
@@ -165,10 +167,13 @@ if {device!r}.startswith('cuda'):
     run_once(m, feats, True, {device!r}, torch.float32)
     print('PEAK', (torch.cuda.max_memory_allocated() - base) / 2**20)
 else:
-    import gc; gc.collect()
-    base = int(open('/proc/self/statm').read().split()[1]) * 4096
+    import gc, re; gc.collect()
+    def status(key):
+        return int(re.search(key + r':\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))
+    open('/proc/self/clear_refs', 'w').write('5')  # reset the peak (VmHWM) to the current RSS
+    base = status('VmRSS')
     run_once(m, feats, True, {device!r}, torch.float32)
-    print('PEAK', (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20)
+    print('PEAK', (status('VmHWM') - base) / 1024)
 '''
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT)
     m = re.search(r'PEAK ([0-9.e+-]+)', out.stdout)
@@ -200,18 +205,6 @@ def atss_ratio(device: str, repeats: int) -> dict:
     return dict(seconds=med, ratio=med[keys[1]] / med[keys[0]])
 
 
-def machine(device: str) -> str:
-    if device.startswith('cuda'):
-        return f'{torch.cuda.get_device_name()}, torch {torch.__version__}'
-    cpu = 'CPU'
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = re.search(r'model name\s*:\s*(.*)', f.read()).group(1).strip()
-    except (OSError, AttributeError):
-        pass
-    return f'{torch.get_num_threads()} threads on {os.cpu_count()} cores of {cpu}, torch {torch.__version__}'
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--device', default='cpu')
@@ -223,6 +216,9 @@ def main(argv=None):
     p.add_argument('--blocks', type=int, default=6)
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--dtype', choices=['fp32', 'fp16', 'bf16'], default='fp32')
+    p.add_argument('--impls', nargs='+', choices=IMPLS, default=IMPLS,
+                   help='implementations to run (ours with the mmcv kernel runs as fast as '
+                        "mmdet's DyHead: leave it out to halve the slow part)")
     p.add_argument('--no-memory', action='store_true')
     p.add_argument('--no-atss', action='store_true')
     p.add_argument('--out', default='outputs/bench_cpu')
@@ -230,11 +226,10 @@ def main(argv=None):
     dtype = dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)[a.dtype]
     os.makedirs(a.out, exist_ok=True)
     models = build(a.channels, a.blocks, a.device)
-    names = [n for n in IMPLS if not (n == 'ours, mmcv kernel' and dtype != torch.float32
-                                      and a.device == 'cpu')]
+    names = [n for n in IMPLS if n in a.impls]
     if a.device == 'cpu' and dtype != torch.float32:
         names = [n for n in names if 'mmcv' not in n and n != 'mmdet DyHead']
-    result = dict(machine=machine(a.device), device=a.device, dtype=a.dtype, batch=a.batch,
+    result = dict(machine=machine_name(a.device), device=a.device, dtype=a.dtype, batch=a.batch,
                   channels=a.channels, blocks=a.blocks, sizes={})
     all_sizes = sorted({*a.sizes, *a.plot_sizes},
                        key=lambda s: int(s.split('x')[0]) * int(s.split('x')[1]))

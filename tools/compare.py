@@ -39,10 +39,17 @@ def _run(cmd, log):
         raise SystemExit(f'failed ({proc.returncode}): {" ".join(cmd)}; see {log}')
 
 
-def run_one(config: str, out: str, epochs: int) -> dict:
+def run_one(config: str, out: str, epochs: int, reuse: bool = False) -> dict:
     py = sys.executable
     name = osp.splitext(osp.basename(config))[0]
     work = osp.join(out, name)
+    saved = osp.join(work, 'result.json')
+    if reuse and osp.isfile(saved):
+        with open(saved) as f:
+            r = json.load(f)
+        if r.get('epochs') == epochs:
+            print(f'[compare] {name}: reusing {saved}', flush=True)
+            return r
     os.makedirs(work, exist_ok=True)
     opts = []
     if epochs:
@@ -80,6 +87,8 @@ json.dump(dict(latency_s=lat, latency_iqr_s=iqr, flops=r['flops'], neck_flops=r[
     r = dict(config=config, name=name, epochs=epochs, train_s=train_s,
              mAP=metrics['coco/bbox_mAP'], mAP50=metrics['coco/bbox_mAP_50'],
              mAP75=metrics['coco/bbox_mAP_75'], **b)
+    with open(saved, 'w') as f:
+        json.dump(r, f, indent=1)
     print(f'[compare] {name}: mAP {r["mAP"]:.3f}, train {train_s / 60:.1f} min, '
           f'latency {b["latency_s"] * 1000:.0f} ms, {b["flops"] / 1e9:.2f} GFLOPs', flush=True)
     return r
@@ -98,23 +107,12 @@ def table(results, machine: str) -> str:
                     f'| {r["flops"] / 1e9:.2f} | {r["params"] / 1e6:.2f} M |')
     epochs = results[0]['epochs'] or 'the configs\''
     return '\n'.join(rows) + (
-        f'\n\nAll rows: {epochs} epochs on the 400 training images, evaluated on the 100 val images, '
+        f'\n\nAll rows: {epochs} epochs on the 600 training images, evaluated on the 100 val images, '
         f'same seed; half-width ResNet-18 from scratch, 320 px. Latency: batch 1, 320x320, '
         f'predict with pre/post-processing, median of 20. FLOPs at 320x320 (multiply-adds, '
         f'deformable convs counted). Machine: {machine}. Command: `python tools/compare.py '
-        f'--update-readme`.\n')
-
-
-def machine_name() -> str:
-    import platform
-    import torch
-    cpu = 'CPU'
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = re.search(r'model name\s*:\s*(.*)', f.read()).group(1).strip()
-    except (OSError, AttributeError):
-        pass
-    return f'{os.cpu_count()} cores of {cpu}, {platform.system()}, torch {torch.__version__}, fp32'
+        + (f'--epochs {results[0]["epochs"]} ' if results[0]['epochs'] else '')
+        + '--update-readme`.\n')
 
 
 def main(argv=None):
@@ -123,14 +121,17 @@ def main(argv=None):
     p.add_argument('--epochs', type=int, default=0, help='override the configs\' epochs (0: keep)')
     p.add_argument('--out', default='outputs/compare')
     p.add_argument('--update-readme', action='store_true')
+    p.add_argument('--reuse', action='store_true',
+                   help='keep finished runs (result.json in their work dir) of the same epochs')
     a = p.parse_args(argv)
     os.makedirs(osp.join(ROOT, a.out), exist_ok=True)
     if not osp.isfile(osp.join(ROOT, 'data/shapes/annotations/val.json')):
         subprocess.run([sys.executable, '-m', 'mmdet_dyhead.demo_data', '--out', 'data/shapes'],
                        cwd=ROOT, check=True)
-    results = [run_one(osp.join(DEMO, c), osp.join(ROOT, a.out), a.epochs)
+    results = [run_one(osp.join(DEMO, c), osp.join(ROOT, a.out), a.epochs, a.reuse)
                for fam in a.families for c in FAMILIES[fam]]
-    md = table(results, machine_name())
+    from mmdet_dyhead.analysis import machine_name
+    md = table(results, machine_name() + ', fp32')
     with open(osp.join(ROOT, a.out, 'results.json'), 'w') as f:
         json.dump(results, f, indent=1)
     with open(osp.join(ROOT, a.out, 'table.md'), 'w') as f:

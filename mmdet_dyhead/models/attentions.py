@@ -10,6 +10,7 @@ Each has a plain fallback for the paper's ablation and the two-stage form:
 ``LevelMean`` for pi_L, ``SpatialAwareAttention(deformable=False)`` (plain 3x3 convs) for pi_S and
 ``nn.ReLU`` for pi_C.
 """
+import functools
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -108,6 +109,7 @@ class TaskAwareAttention(nn.Module):
         return torch.maximum(x * a1 + b1, x * a2 + b2)
 
 
+@functools.lru_cache(maxsize=None)
 def _mmcv_has_cuda() -> bool:
     from mmcv.ops import get_compiling_cuda_version
     return get_compiling_cuda_version() not in ('not available', '')
@@ -166,8 +168,18 @@ def fused_deform_conv_norm(a: DeformConvNorm, b: DeformConvNorm, x: Tensor,
     if a.conv.bias is not None:
         bias = torch.cat([a.conv.bias, b.conv.bias])
     y = deform_conv(x, offset, mask, torch.cat([wa, wb]), bias, a.conv.stride, impl)
-    ya, yb = y.split([wa.shape[0], wb.shape[0]], dim=1)
+    # each half as a dense tensor of its own: GroupNorm would otherwise copy a strided half while
+    # the stacked output stays alive beside the copy
+    fmt = torch.channels_last if y.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
+    ya, yb = (t.contiguous(memory_format=fmt) for t in y.split([wa.shape[0], wb.shape[0]], dim=1))
+    del y
     return a.norm(ya), b.norm(yb)
+
+
+def stride2_size(h: int, w: int) -> Tuple[int, int]:
+    """Output size of a 3x3, stride 2, padding 1 conv: what a level's finer neighbour gives."""
+    return (h - 1) // 2 + 1, (w - 1) // 2 + 1
 
 
 def _resize(x: Tensor, size) -> Tensor:
@@ -260,7 +272,7 @@ class SpatialAwareAttention(nn.Module):
             branches = [same[l]]
             if l > 0:
                 src = feats[l - 1]
-                fsize = ((src.shape[2] - 1) // 2 + 1, (src.shape[3] - 1) // 2 + 1)
+                fsize = stride2_size(*src.shape[-2:])
                 if off is not None and fsize != tuple(size):
                     off, mask = _resize(off, fsize), _resize(mask, fsize)
                 branches.append(_resize(self.finer(src, off, mask, impl), size))

@@ -2,12 +2,13 @@
 import numbers
 from typing import List, Optional, Sequence, Tuple
 
+import torch
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from .attentions import (DCN_IMPLS, HSIGMOIDS, LevelMean, ScaleAwareAttention,
-                         SpatialAwareAttention, TaskAwareAttention)
+                         SpatialAwareAttention, TaskAwareAttention, stride2_size)
 
 DEFAULT_NORM = dict(type='GN', num_groups=16, requires_grad=True)
 
@@ -133,7 +134,6 @@ class DynamicHead(BaseModule):
 
     def check_inputs(self, inputs) -> List[Tensor]:
         """Raise a TypeError/ValueError naming the problem, before anything reaches mmcv."""
-        import torch
         if isinstance(inputs, torch.Tensor) or not isinstance(inputs, (tuple, list)):
             what = (f'a tensor of shape {tuple(inputs.shape)}' if isinstance(inputs, torch.Tensor)
                     else type(inputs).__name__)
@@ -161,7 +161,7 @@ class DynamicHead(BaseModule):
                                  f'{tuple(inputs[l - 1].shape[-2:])}')
             if l and self.legacy_offsets:
                 prev = inputs[l - 1].shape
-                half = ((prev[2] - 1) // 2 + 1, (prev[3] - 1) // 2 + 1)
+                half = stride2_size(prev[2], prev[3])
                 if tuple(x.shape[-2:]) != half:
                     raise ValueError(
                         f'DynamicHead(legacy_offsets=True) reproduces the reference codes, which '

@@ -190,10 +190,11 @@ class ModulatedDeformConv2dFunction(Function):
                 grad_py[sl] = ms * (bil.dweight_y * dots).sum(0)
                 grad_px[sl] = ms * (bil.dweight_x * dots).sum(0)
 
+        del flat
         grad_x = grad_off = grad_mask = grad_weight = grad_bias = None
         Ho, Wo = plan.Ho, plan.Wo
-        if need_x:
-            grad_x = grad_flat[:-1].view(N, plan.H, plan.W, C).permute(0, 3, 1, 2).contiguous()
+        if need_x:  # a channels-last view: no extra copy of the input's size at the peak
+            grad_x = grad_flat[:-1].view(N, plan.H, plan.W, C).permute(0, 3, 1, 2)
         if need_off:
             grad_off = torch.stack([grad_py, grad_px], dim=-1).view(N, Ho, Wo, 2 * K)
             grad_off = grad_off.permute(0, 3, 1, 2).contiguous()

@@ -61,6 +61,15 @@ def init_distributed_on_cpu(cfg: Config):
     dist.init_process_group(backend='gloo')
 
 
+def shutdown_distributed():
+    """Destroy the process group before exit: left to interpreter shutdown, gloo's threads can
+    abort the process ("terminate called without an active exception") after a finished run."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def enable_amp(cfg: Config):
     """--amp: fp16 with dynamic loss scaling on a GPU, bf16 autocast on a CPU."""
     ow = cfg.optim_wrapper

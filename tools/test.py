@@ -11,7 +11,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmdet_dyhead  # noqa: E402,F401
-from mmdet_dyhead.cli import add_common_args, init_distributed_on_cpu, load_config  # noqa: E402
+from mmdet_dyhead.cli import (add_common_args, init_distributed_on_cpu, load_config,  # noqa: E402
+                              shutdown_distributed)
 
 
 def parse_args():
@@ -77,6 +78,7 @@ def main():
             raise SystemExit('--out must be a .pkl file')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     metrics = runner.test()
+    shutdown_distributed()
     print('metrics:', json.dumps({k: round(float(v), 4) for k, v in metrics.items()}))
     return metrics
 

@@ -10,7 +10,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmdet_dyhead  # noqa: E402,F401  (registers DynamicHead, safe checkpoint loading)
-from mmdet_dyhead.cli import (add_common_args, enable_amp, init_distributed_on_cpu,  # noqa: E402
+from mmdet_dyhead.cli import (add_common_args, enable_amp, init_distributed_on_cpu,
+                              shutdown_distributed,  # noqa: E402
                               load_config)  # noqa: E402
 
 
@@ -45,6 +46,7 @@ def main():
     init_distributed_on_cpu(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

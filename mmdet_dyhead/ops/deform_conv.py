@@ -81,11 +81,10 @@ class _Bilinear:
         self.weight = torch.where(inside, torch.stack([hy * hx, hy * lx, ly * hx, ly * lx]), zero)
         self.dweight_y = torch.where(inside, torch.stack([-hx, -lx, hx, lx]), zero)
         self.dweight_x = torch.where(inside, torch.stack([-hy, hy, -ly, ly]), zero)
-        self.inside = inside
 
     def gather(self, flat: Tensor) -> Tensor:
         """(4, rows, K, C) corner values."""
-        rows, K = self.inside.shape
+        _, rows, K = self.weight.shape
         return flat.index_select(0, self.index).view(4, rows, K, flat.shape[1])
 
 

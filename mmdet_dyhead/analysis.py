@@ -87,8 +87,8 @@ def time_train_iter(model, batch, device: str, iters: int, warmup: int) -> List[
 
 def _dcn_flop_jit(inputs, outputs) -> int:
     from mmengine.analysis.jit_handles import get_shape
-    x, w, out = get_shape(inputs[0]), get_shape(inputs[3]), get_shape(outputs[0])
-    n, cout, ho, wo = out
+    # mmcv's op (DynamicHead runs it under jit.trace): apply(x, offset, mask, weight, bias, ...)
+    w, (n, cout, ho, wo) = get_shape(inputs[3]), get_shape(outputs[0])
     return n * cout * ho * wo * w[1] * w[2] * w[3]
 
 

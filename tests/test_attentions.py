@@ -55,6 +55,24 @@ def test_task_attention_coefficients_and_init():
     torch.testing.assert_close(att(x), torch.maximum(x * a1 + b1, x * a2 + b2))
 
 
+def test_dynamic_relu_gradients_equal_autograd_including_ties():
+    """The hand-written backward of pi_C equals autograd of max(a1 x + b1, a2 x + b2); at ties
+    (here x = 0 with b1 = b2) both split the gradient evenly."""
+    from mmdet_dyhead.models.attentions import _DynamicReLU
+    x = torch.randn(2, 6, 5, 4, dtype=torch.float64)
+    x[:, :, :2] = 0
+    coef = [torch.randn(2, 6, 1, 1, dtype=torch.float64) for _ in range(4)]
+    coef[3] = coef[1].clone()  # b2 = b1: y1 == y2 wherever x == 0
+    leaves = [t.requires_grad_() for t in (x, *coef)]
+    ours = _DynamicReLU.apply(*leaves)
+    a1, b1, a2, b2 = coef
+    ref = torch.maximum(x * a1 + b1, x * a2 + b2)
+    torch.testing.assert_close(ours, ref, rtol=1e-14, atol=1e-14)  # addcmul rounds once
+    g = torch.randn_like(ref)
+    for a, r in zip(torch.autograd.grad(ours, leaves, g), torch.autograd.grad(ref, leaves, g)):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+
+
 def test_attention_gradients_reach_every_parameter():
     feats = [torch.randn(2, 16, s, s, requires_grad=True) for s in (9, 5, 3)]
     spatial = SpatialAwareAttention(16, 16, norm_cfg=dict(type='GN', num_groups=4),

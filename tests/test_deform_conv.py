@@ -1,9 +1,29 @@
-"""The gather + GEMM deformable conv equals mmcv's op: outputs and every gradient."""
+"""The gather + GEMM deformable conv equals mmcv's op: outputs and every gradient.
+
+Every test runs twice: with the fused C++ sampling loops (the default on CPU) and with the
+pure-torch loops (what runs without a compiler).
+"""
 import pytest
 import torch
 from mmcv.ops import modulated_deform_conv2d as mmcv_dcn
 
-from mmdet_dyhead.ops import deform_conv, modulated_deform_conv2d
+from mmdet_dyhead.ops import (cpu_ext, deform_conv, modulated_deform_conv2d,
+                              modulated_deform_conv2d_levels)
+
+
+@pytest.fixture(autouse=True, params=['cpp loops', 'torch loops'])
+def loops(request, monkeypatch):
+    if request.param == 'torch loops':
+        monkeypatch.setattr(deform_conv, 'USE_CPU_EXT', False)
+    else:
+        assert cpu_ext.load() is not None, 'the C++ sampling loops did not build'
+    return request.param
+
+
+def test_the_default_path_uses_the_loops_under_test(loops):
+    flat = torch.zeros(5, 3)
+    kind = type(deform_conv._loops(flat, 16, 9)).__name__
+    assert kind == ('_CppLoops' if loops == 'cpp loops' else '_TorchLoops')
 
 
 def _case(N, C, Cout, H, W, stride, offset_scale, bias=True, zero_offset=False, dtype=torch.float64):
@@ -92,3 +112,49 @@ def test_shape_errors_name_the_problem():
     with pytest.raises(ValueError, match='input channels'):
         modulated_deform_conv2d(x[:, :3], torch.zeros(1, 18, 8, 8), torch.ones(1, 9, 8, 8), w,
                                 None, 1, 1)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_levels_in_one_call_equal_separate_calls(stride):
+    """Inputs of different sizes (odd ones), some using only the weight's first channels, in one
+    call: each output and every gradient equals its own call."""
+    torch.manual_seed(0)
+    sizes, couts = [(9, 7), (5, 4), (3, 2), (1, 1)], [3, 6, 6, 6]
+    w = (torch.randn(6, 5, 3, 3, dtype=torch.float64) * 0.1).requires_grad_()
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    xs, offs, masks = [], [], []
+    for h, wd in sizes:
+        ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
+        xs.append(torch.randn(2, 5, h, wd, dtype=torch.float64, requires_grad=True))
+        offs.append((torch.randn(2, 18, ho, wo, dtype=torch.float64) * 1.5).requires_grad_())
+        masks.append(torch.rand(2, 9, ho, wo, dtype=torch.float64, requires_grad=True))
+    leaves = [w, b, *xs, *offs, *masks]
+    got = modulated_deform_conv2d_levels(xs, offs, masks, w, b, stride, 1, 1, couts)
+    ref = [modulated_deform_conv2d(x, o, m, w[:c], b[:c], stride, 1, 1)
+           for x, o, m, c in zip(xs, offs, masks, couts)]
+    gs = [torch.randn_like(r) for r in ref]
+    for g_, r in zip(got, ref):
+        torch.testing.assert_close(g_, r, rtol=1e-10, atol=1e-10)
+    grads = torch.autograd.grad(got, leaves, gs)
+    ref_grads = torch.autograd.grad(ref, leaves, gs)
+    for i, (a, r) in enumerate(zip(grads, ref_grads)):
+        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-9, msg=f'gradient {i}')
+
+
+def test_levels_argument_errors_name_the_problem():
+    x, w = torch.randn(1, 4, 6, 6), torch.randn(2, 4, 3, 3)
+    off, mask = torch.zeros(1, 18, 6, 6), torch.ones(1, 9, 6, 6)
+    with pytest.raises(ValueError, match='as many inputs, offsets and masks'):
+        modulated_deform_conv2d_levels([x, x], [off], [mask], w, None, 1, 1)
+    with pytest.raises(ValueError, match='out_channels'):
+        modulated_deform_conv2d_levels([x], [off], [mask], w, None, 1, 1, 1, [3])
+    with pytest.raises(ValueError, match='input 1: offset must have shape'):
+        modulated_deform_conv2d_levels([x, x], [off, off[..., :3]], [mask, mask], w, None, 1, 1)
+
+
+def test_onednn_gemm_equals_torch_mm():
+    """The CPU GEMM (oneDNN where it is right, see _linear) on the transposed views it is given."""
+    a, w = torch.randn(37, 50), torch.randn(11, 50)
+    ref = a.double() @ w.double().t()
+    for x, y in ((a, w), (a.t().contiguous().t(), w), (a, w.t().contiguous().t())):
+        torch.testing.assert_close(deform_conv._linear(x, y).double(), ref, rtol=1e-5, atol=1e-4)

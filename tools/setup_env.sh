@@ -42,4 +42,7 @@ if $VENV/bin/python -c "import torchvision" 2>/dev/null || $VENV/bin/python -m p
   $PIP uninstall -y -q torchvision
 fi
 $VENV/bin/python -c "from mmcv.ops import ModulatedDeformConv2d, batched_nms, RoIAlign; import mmdet, mmdet_dyhead; print('[setup] ok: mmdet', mmdet.__version__)"
+say "mmdet_dyhead's C++ sampling loops for the CPU deformable conv (about 20 s once per machine)"
+$VENV/bin/python -c "from mmdet_dyhead.ops import cpu_ext; assert cpu_ext.load() is not None" \
+  || say "warning: not built (no C++ compiler?); the CPU deformable conv uses torch loops (slower)"
 echo "$KEY" > "$STAMP"

@@ -20,7 +20,7 @@ from mmcv.ops import ModulatedDeformConv2d
 from mmcv.ops import modulated_deform_conv2d as mmcv_modulated_deform_conv2d
 from torch import Tensor, nn
 
-from ..ops import modulated_deform_conv2d
+from ..ops import modulated_deform_conv2d, modulated_deform_conv2d_levels
 
 HSIGMOIDS = ('reference', 'paper')
 DCN_IMPLS = ('auto', 'torch', 'mmcv')
@@ -54,14 +54,20 @@ class ScaleAwareAttention(nn.Module):
 
     def attention(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, 1, 1, 1) weight of this level."""
-        z = self.fc(x.mean((2, 3), keepdim=True))
+        # a 1x1 conv of a pooled map is a linear layer; F.linear skips oneDNN's conv set-up
+        z = F.linear(x.mean((2, 3)), self.fc.weight.flatten(1), self.fc.bias)
         if self.hsigmoid == 'reference':
             z = F.relu(z)
-        return hard_sigmoid(z, self.hsigmoid)
+        return hard_sigmoid(z, self.hsigmoid).view(-1, 1, 1, 1)
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         """L' maps (N, C, H, W) of one size -> their attention-weighted mean (N, C, H, W)."""
-        return sum(f * self.attention(f) for f in feats) / len(feats)
+        # 1/L' folded into the (N, 1, 1, 1) weights: one pass over each map, no division pass
+        out = None
+        for f in feats:
+            a = self.attention(f) / len(feats)
+            out = f * a if out is None else torch.addcmul(out, f, a)
+        return out
 
 
 class LevelMean(nn.Module):
@@ -69,6 +75,28 @@ class LevelMean(nn.Module):
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         return sum(feats) / len(feats)
+
+
+class _DynamicReLU(torch.autograd.Function):
+    """max(a1 * x + b1, a2 * x + b2) with (N, C, 1, 1) coefficients, in fewer passes than autograd
+    makes of it: backward keeps x and sign(y1 - y2) (autograd keeps x, y1 and y2) and splits
+    the gradient evenly at ties, as torch.maximum does."""
+
+    @staticmethod
+    def forward(ctx, x, a1, b1, a2, b2):
+        y1, y2 = torch.addcmul(b1, x, a1), torch.addcmul(b2, x, a2)
+        ctx.save_for_backward(x, torch.sign(y1 - y2), a1, a2)
+        return torch.maximum(y1, y2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, sign, a1, a2 = ctx.saved_tensors
+        g1 = torch.addcmul(grad, grad, sign).mul_(0.5)  # grad where y1 wins, half at ties
+        g2 = grad - g1
+        grad_x = torch.addcmul(g1 * a1, g2, a2) if ctx.needs_input_grad[0] else None
+        dims = (2, 3)
+        return (grad_x, (g1 * x).sum(dims, keepdim=True), g1.sum(dims, keepdim=True),
+                (g2 * x).sum(dims, keepdim=True), g2.sum(dims, keepdim=True))
 
 
 class TaskAwareAttention(nn.Module):
@@ -98,15 +126,15 @@ class TaskAwareAttention(nn.Module):
 
     def coefficients(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """(N, C, H, W) -> a1, b1, a2, b2, each (N, C, 1, 1)."""
-        theta = F.hardsigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True))))) - 0.5
-        a1, b1, a2, b2 = theta.split(self.channels, dim=1)
+        z = F.relu(F.linear(x.mean((2, 3)), self.fc1.weight.flatten(1), self.fc1.bias))
+        theta = F.hardsigmoid(F.linear(z, self.fc2.weight.flatten(1), self.fc2.bias)) - 0.5
+        a1, b1, a2, b2 = theta[..., None, None].split(self.channels, dim=1)
         scale = 2.0 * self.lambda_a
         return (a1 * scale + self.init_a[0], b1 + self.init_b[0],
                 a2 * scale + self.init_a[1], b2 + self.init_b[1])
 
     def forward(self, x: Tensor) -> Tensor:
-        a1, b1, a2, b2 = self.coefficients(x)
-        return torch.maximum(x * a1 + b1, x * a2 + b2)
+        return _DynamicReLU.apply(x, *self.coefficients(x))
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,7 +159,8 @@ def deform_conv(x: Tensor, offset: Optional[Tensor], mask: Optional[Tensor], wei
     """
     if offset is None:
         return F.conv2d(x, weight, bias, stride, 1)
-    if resolve_dcn_impl(impl, x) == 'mmcv':
+    # torch.jit.trace (the FLOP counter) gets mmcv's op: same FLOPs, and ours trips the tracer
+    if resolve_dcn_impl(impl, x) == 'mmcv' or torch.jit.is_tracing():
         return mmcv_modulated_deform_conv2d(x.contiguous(), offset.contiguous(),
                                             mask.contiguous(), weight, bias, stride, 1, 1, 1, 1)
     return modulated_deform_conv2d(x, offset, mask, weight, bias, stride, 1, 1)
@@ -158,23 +187,34 @@ class DeformConvNorm(nn.Module):
                                      self.conv.stride, impl))
 
 
-def fused_deform_conv_norm(a: DeformConvNorm, b: DeformConvNorm, x: Tensor,
-                           offset: Optional[Tensor], mask: Optional[Tensor],
-                           impl: str = 'auto') -> Tuple[Tensor, Tensor]:
-    """``(a(x, offset, mask), b(x, offset, mask))`` with one sampling of x: the two convs share
-    their columns, so their weights are stacked into one (2 C_out) conv."""
-    wa, wb = a.conv.weight, b.conv.weight
+def stacked_weights(a: DeformConvNorm, b: DeformConvNorm) -> Tuple[Tensor, Optional[Tensor]]:
+    """The (2 C_out, C_in, 3, 3) weight (and bias) of ``a`` and ``b`` as one conv."""
     bias = None
     if a.conv.bias is not None:
         bias = torch.cat([a.conv.bias, b.conv.bias])
-    y = deform_conv(x, offset, mask, torch.cat([wa, wb]), bias, a.conv.stride, impl)
+    return torch.cat([a.conv.weight, b.conv.weight]), bias
+
+
+def split_norm(y: Tensor, a: DeformConvNorm, b: DeformConvNorm) -> Tuple[Tensor, Tensor]:
+    """A stacked conv's (N, 2 C_out, H, W) output -> ``(a.norm(first half), b.norm(second))``."""
     # each half as a dense tensor of its own: GroupNorm would otherwise copy a strided half while
     # the stacked output stays alive beside the copy
     fmt = torch.channels_last if y.is_contiguous(memory_format=torch.channels_last) \
         else torch.contiguous_format
-    ya, yb = (t.contiguous(memory_format=fmt) for t in y.split([wa.shape[0], wb.shape[0]], dim=1))
+    ya, yb = (t.contiguous(memory_format=fmt)
+              for t in y.split([a.conv.out_channels, b.conv.out_channels], dim=1))
     del y
     return a.norm(ya), b.norm(yb)
+
+
+def fused_deform_conv_norm(a: DeformConvNorm, b: DeformConvNorm, x: Tensor,
+                           offset: Optional[Tensor], mask: Optional[Tensor],
+                           impl: str = 'auto', stacked=None) -> Tuple[Tensor, Tensor]:
+    """``(a(x, offset, mask), b(x, offset, mask))`` with one sampling of x: the two convs share
+    their columns, so their weights are stacked into one (2 C_out) conv. ``stacked``:
+    ``stacked_weights(a, b)`` when the caller reuses it over several inputs."""
+    weight, bias = stacked if stacked is not None else stacked_weights(a, b)
+    return split_norm(deform_conv(x, offset, mask, weight, bias, a.conv.stride, impl), a, b)
 
 
 def stride2_size(h: int, w: int) -> Tuple[int, int]:
@@ -245,38 +285,77 @@ class SpatialAwareAttention(nn.Module):
 
     def forward(self, feats: Sequence[Tensor]) -> List[List[Tensor]]:
         """L maps (N, C_in, H_l, W_l) -> for each level, its 1 to 3 branches (N, C_out, H_l, W_l)."""
-        impl, L = self.dcn_impl, len(feats)
+        L = len(feats)
         om = ([self.offsets(x) for x in feats] if self.offset_conv is not None
               else [(None, None)] * L)
-        # same[l]: the same-level branch of level l; up[l]: the coarser branch of level l, at level
-        # l+1's size. With offsets of its own size, up[l] samples x_{l+1} exactly where same[l+1]
-        # does, so both come from one sampling with stacked weights.
-        same, up = [None] * L, [None] * L
-        for l, x in enumerate(feats):
-            off, mask = om[l]
-            if l > 0 and not self.legacy_offsets:
-                same[l], up[l - 1] = fused_deform_conv_norm(self.same, self.coarser, x, off, mask,
-                                                            impl)
+        offs, masks = [o for o, _ in om], [m for _, m in om]
+        # finer[l]'s offsets are level l's, at the stride-2 size of level l-1 (resampled if the
+        # levels are not exact halves)
+        fine_offs, fine_masks = [None] * L, [None] * L
+        for l in range(1, L):
+            fsize = stride2_size(*feats[l - 1].shape[-2:])
+            if offs[l] is not None and fsize != tuple(feats[l].shape[-2:]):
+                fine_offs[l], fine_masks[l] = _resize(offs[l], fsize), _resize(masks[l], fsize)
             else:
-                same[l] = self.same(x, off, mask, impl)
-        if self.legacy_offsets:  # the references' reads: level l's offsets on the coarser map
-            for l in range(L - 1):
-                size = feats[l + 1].shape[-2:]
-                off, mask = om[l]
-                up[l] = self.coarser(feats[l + 1], _legacy_view(off, size),
-                                     _legacy_view(mask, size), impl)
+                fine_offs[l], fine_masks[l] = offs[l], masks[l]
+        # (under jit.trace, as the FLOP counter uses, the per-level calls use mmcv's op)
+        if (self.offset_conv is not None and not self.legacy_offsets
+                and resolve_dcn_impl(self.dcn_impl, feats[0]) == 'torch'
+                and not torch.jit.is_tracing()):
+            same, up, finer = self._levels_batched(feats, offs, masks, fine_offs, fine_masks)
+        else:
+            same, up, finer = self._per_level(feats, offs, masks, fine_offs, fine_masks)
         out = []
         for l, x in enumerate(feats):
             size = x.shape[-2:]
-            off, mask = om[l]
             branches = [same[l]]
             if l > 0:
-                src = feats[l - 1]
-                fsize = stride2_size(*src.shape[-2:])
-                if off is not None and fsize != tuple(size):
-                    off, mask = _resize(off, fsize), _resize(mask, fsize)
-                branches.append(_resize(self.finer(src, off, mask, impl), size))
+                branches.append(_resize(finer[l], size))
             if l < L - 1:
                 branches.append(_resize(up[l], size))
             out.append(branches)
         return out
+
+    # same[l]: the same-level branch of level l; up[l]: the coarser branch of level l, at level
+    # l+1's size; finer[l]: the finer branch of level l, at the stride-2 size of level l-1. With
+    # offsets of its own size, up[l] samples x_{l+1} exactly where same[l+1] does, so both come
+    # from one sampling with stacked weights.
+
+    def _levels_batched(self, feats, offs, masks, fine_offs, fine_masks):
+        """Our kernel, each branch over all levels in one call (one GEMM over all positions)."""
+        L, cout = len(feats), self.same.conv.out_channels
+        weight, bias = (stacked_weights(self.same, self.coarser) if L > 1
+                        else (self.same.conv.weight, self.same.conv.bias))
+        ys = modulated_deform_conv2d_levels(feats, offs, masks, weight, bias, 1, 1, 1,
+                                            [cout] + [2 * cout] * (L - 1))
+        same, up, finer = [self.same.norm(ys[0])] + [None] * (L - 1), [None] * L, [None] * L
+        for l in range(1, L):
+            same[l], up[l - 1] = split_norm(ys[l], self.same, self.coarser)
+        ys[:] = []
+        if L > 1:
+            conv = self.finer.conv
+            fy = modulated_deform_conv2d_levels(feats[:-1], fine_offs[1:], fine_masks[1:],
+                                                conv.weight, conv.bias, 2, 1, 1)
+            finer[1:] = [self.finer.norm(y) for y in fy]
+        return same, up, finer
+
+    def _per_level(self, feats, offs, masks, fine_offs, fine_masks):
+        """One call per level and branch: mmcv's kernel, plain convs, or the legacy offsets."""
+        impl, L = self.dcn_impl, len(feats)
+        same, up, finer = [None] * L, [None] * L, [None] * L
+        stacked = (stacked_weights(self.same, self.coarser)
+                   if L > 1 and not self.legacy_offsets else None)
+        for l, x in enumerate(feats):
+            if l > 0 and not self.legacy_offsets:
+                same[l], up[l - 1] = fused_deform_conv_norm(self.same, self.coarser, x, offs[l],
+                                                            masks[l], impl, stacked)
+            else:
+                same[l] = self.same(x, offs[l], masks[l], impl)
+            if l > 0:
+                finer[l] = self.finer(feats[l - 1], fine_offs[l], fine_masks[l], impl)
+        if self.legacy_offsets:  # the references' reads: level l's offsets on the coarser map
+            for l in range(L - 1):
+                size = feats[l + 1].shape[-2:]
+                up[l] = self.coarser(feats[l + 1], _legacy_view(offs[l], size),
+                                     _legacy_view(masks[l], size), impl)
+        return same, up, finer

@@ -1,3 +1,3 @@
-from .deform_conv import modulated_deform_conv2d
+from .deform_conv import modulated_deform_conv2d, modulated_deform_conv2d_levels
 
-__all__ = ['modulated_deform_conv2d']
+__all__ = ['modulated_deform_conv2d', 'modulated_deform_conv2d_levels']

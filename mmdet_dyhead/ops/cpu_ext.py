@@ -1,0 +1,52 @@
+"""The C++ sampling loops of the CPU deformable conv (csrc/deform_sample.cpp), built on first use.
+
+Built with torch's JIT extension builder (ninja and a C++ compiler, ~20 s once per machine; the
+result is cached under ``$TORCH_EXTENSIONS_DIR`` or ~/.cache/torch_extensions). Without a
+compiler, or with ``MMDET_DYHEAD_CPU_EXT=0``, the conv uses its pure-torch loops instead: same
+results, slower. ``tools/setup_env.sh`` builds it during ``make setup``.
+"""
+import functools
+import hashlib
+import os
+import os.path as osp
+import warnings
+
+SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', 'deform_sample.cpp')
+
+
+def _cpu_flags() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return line
+    except OSError:
+        pass
+    return ''
+
+
+def enabled() -> bool:
+    return os.environ.get('MMDET_DYHEAD_CPU_EXT', '1') != '0'
+
+
+@functools.lru_cache(maxsize=None)
+def load():
+    """The compiled module, or None (disabled, or the build failed: warned once)."""
+    if not enabled():
+        return None
+    try:
+        import torch
+        from torch.utils.cpp_extension import load as build
+        with open(SOURCE, 'rb') as f:
+            src = f.read()
+        # -march=native: the name carries the CPU's feature flags, so a cache shared between
+        # different machines never hands one a build it cannot run
+        key = hashlib.sha1(src + _cpu_flags().encode() + torch.__version__.encode()).hexdigest()
+        return build(f'mmdet_dyhead_cpu_{key[:12]}', [SOURCE],
+                     extra_cflags=['-O3', '-fopenmp', '-march=native'],
+                     extra_ldflags=['-fopenmp'], verbose=False)
+    except Exception as e:  # no compiler, no ninja, ...
+        warnings.warn(f'mmdet_dyhead: the C++ sampling loops could not be built ({e!s:.300}); '
+                      f'the CPU deformable conv uses its pure-torch loops (same results, slower). '
+                      f'Set MMDET_DYHEAD_CPU_EXT=0 to skip the build.')
+        return None

@@ -21,7 +21,8 @@ compare: setup
 
 # the README's speed table and plot
 bench: setup
-	$(PY) tools/benchmark_neck.py --out outputs/bench_cpu
+	$(PY) tools/benchmark_neck.py --impls 'mmdet DyHead' 'ours, torch kernel' 'ours, default' \
+		'4 stacked convs' --out outputs/bench_cpu
 
 clean-data:
 	rm -rf data/shapes

@@ -72,3 +72,18 @@ def test_amp_on_cpu_trains_in_bf16(tiny_data, tmp_path):
     assert "type='CPUAutocastOptimWrapper'" in log
     losses = [float(v) for v in re.findall(r'Epoch\(train\).*? loss: ([0-9.naninf]+)', log)]
     assert losses and all(math.isfinite(v) for v in losses)
+
+
+def test_readme_speed_table_is_what_the_saved_benchmark_says(tmp_path):
+    """docs/bench_cpu.md (shown in the README) is redrawn exactly from docs/bench_cpu.json, the
+    benchmark's own output, and the README carries that table."""
+    out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--from-json',
+                          'docs/bench_cpu.json', '--out', str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = (tmp_path / 'table.md').read_text()
+    with open(osp.join(ROOT, 'docs/bench_cpu.md')) as f:
+        assert f.read() == table
+    with open(osp.join(ROOT, 'README.md')) as f:
+        assert table.strip() in f.read()
+    assert (tmp_path / 'time_vs_size.png').stat().st_size > 10000

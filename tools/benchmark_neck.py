@@ -227,7 +227,19 @@ def main(argv=None):
     p.add_argument('--no-memory', action='store_true')
     p.add_argument('--no-atss', action='store_true')
     p.add_argument('--out', default='outputs/bench_cpu')
+    p.add_argument('--from-json', metavar='RESULTS',
+                   help='measure nothing: redraw table.md and the plot from a results.json')
     a = p.parse_args(argv)
+    if a.from_json:
+        with open(a.from_json) as f:
+            result = json.load(f)
+        names = list(next(iter(result['sizes'].values()))['time'])
+        sizes = [s for s in result['sizes'] if 'peak_mib' in result['sizes'][s]] or a.sizes
+        os.makedirs(a.out, exist_ok=True)
+        with open(osp.join(a.out, 'table.md'), 'w') as f:
+            f.write(table(result, sizes, names))
+        plot(result, names, osp.join(a.out, 'time_vs_size.png'))
+        return result
     dtype = dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)[a.dtype]
     os.makedirs(a.out, exist_ok=True)
     models = build(a.channels, a.blocks, a.device)
@@ -303,7 +315,8 @@ def plot(r, names, path):
         for n in names:
             ax.plot(px, [r['sizes'][s]['time'][n][key] for s in sizes], marker='o', label=n)
         ax.set_xlabel('input megapixels (P3-P7 of it)')
-        ax.set_ylabel('seconds')
+        ax.set_ylabel('seconds (log scale)')
+        ax.set_yscale('log')
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

@@ -149,16 +149,18 @@ class _Segments:
         self.pos0 = [sum(pos[:i]) for i in range(len(pos))] + [sum(pos)]
         self.P = self.pos0[-1]
         self.step = max(16, CHUNK_ELEMENTS // (self.K * self.C))
-        # per position: first row of its image in the flat input, and its map's size
-        base, hs, ws = [], [], []
-        for (N, H, W, Ho, Wo), r0 in zip(self.shapes, self.row0):
-            base.append(r0 + torch.arange(N, device=dev).repeat_interleave(Ho * Wo) * (H * W))
-            hs.append(torch.full((N * Ho * Wo, 1), H, device=dev))
-            ws.append(torch.full((N * Ho * Wo, 1), W, device=dev))
-        self.row_base = torch.cat(base)
-        single = len(set((H, W) for _, H, W, _, _ in self.shapes)) == 1
-        self.H = self.shapes[0][1] if single else torch.cat(hs)
-        self.W = self.shapes[0][2] if single else torch.cat(ws)
+        # per position: first row of its image in the flat input, and its map's size (an int
+        # where all inputs have the same)
+        self.row_base = torch.cat([
+            r0 + torch.arange(N, device=dev).repeat_interleave(Ho * Wo) * (H * W)
+            for (N, H, W, Ho, Wo), r0 in zip(self.shapes, self.row0)])
+        if len({(H, W) for _, H, W, _, _ in self.shapes}) == 1:
+            self.H, self.W = self.shapes[0][1:3]
+        else:
+            def per_position(j):  # shape field j (1: H, 2: W) repeated over N * Ho * Wo
+                return torch.cat([torch.full((sh[0] * sh[3] * sh[4], 1), sh[j], device=dev)
+                                  for sh in self.shapes])
+            self.H, self.W = per_position(1), per_position(2)
         # (cout, slice of positions, range of inputs) per group
         self.groups = []
         i = 0

@@ -32,3 +32,12 @@ def tiny_run_options(root, epochs=1, val_interval=1):
                f'train_cfg.val_interval={val_interval}', 'default_hooks.checkpoint.interval=1',
                'default_hooks.checkpoint.max_keep_ckpts=10', 'default_hooks.logger.interval=1',
                'param_scheduler.1.end=4', 'param_scheduler.1.T_max=4', 'model.neck.1.num_blocks=1'])
+
+
+def tiny_shapes(tmp_path_factory, train: int, max_side: int):
+    """A tiny generated demo data set (``train`` training and 4 val images) in a temporary folder."""
+    from mmdet_dyhead.demo_data import write_split
+    root = tmp_path_factory.mktemp('shapes')
+    write_split(str(root), 'train', train, 0, max_side=max_side)
+    write_split(str(root), 'val', 4, 1, max_side=max_side)
+    return root

@@ -12,10 +12,9 @@ import time
 import pytest
 import torch
 
-from conftest import tiny_run_options
+from conftest import tiny_run_options, tiny_shapes
 
 from mmdet_dyhead.checkpoint import load_local_checkpoint
-from mmdet_dyhead.demo_data import write_split
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = 'configs/demo/atss_r18_fpn_dyhead_16e_shapes.py'
@@ -24,10 +23,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONHASHSEED='0')
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('shapes')
-    write_split(str(root), 'train', 8, 0, max_side=96)
-    write_split(str(root), 'val', 4, 1, max_side=96)
-    return root
+    return tiny_shapes(tmp_path_factory, 8, 96)
 
 
 def options(root, epochs):

@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from conftest import tiny_run_options
+from conftest import tiny_run_options, tiny_shapes
 
-from mmdet_dyhead.demo_data import write_split
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = 'configs/demo/atss_r18_fpn_dyhead_16e_shapes.py'
@@ -22,10 +21,7 @@ def data_options(root):
 
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('shapes')
-    write_split(str(root), 'train', 6, 0, max_side=128)
-    write_split(str(root), 'val', 4, 1, max_side=128)
-    return root
+    return tiny_shapes(tmp_path_factory, 6, 128)
 
 
 def run(args, **kw):

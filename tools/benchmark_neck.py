@@ -235,10 +235,7 @@ def main(argv=None):
             result = json.load(f)
         names = list(next(iter(result['sizes'].values()))['time'])
         sizes = [s for s in result['sizes'] if 'peak_mib' in result['sizes'][s]] or a.sizes
-        os.makedirs(a.out, exist_ok=True)
-        with open(osp.join(a.out, 'table.md'), 'w') as f:
-            f.write(table(result, sizes, names))
-        plot(result, names, osp.join(a.out, 'time_vs_size.png'))
+        write_outputs(result, sizes, names, a.out)
         return result
     dtype = dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)[a.dtype]
     os.makedirs(a.out, exist_ok=True)
@@ -269,12 +266,18 @@ def main(argv=None):
         print('ATSS', result['atss'], flush=True)
     with open(osp.join(a.out, 'results.json'), 'w') as f:
         json.dump(result, f, indent=1)
-    md = table(result, a.sizes, names)
-    with open(osp.join(a.out, 'table.md'), 'w') as f:
-        f.write(md)
-    plot(result, names, osp.join(a.out, 'time_vs_size.png'))
-    print(md)
+    print(write_outputs(result, a.sizes, names, a.out))
     return result
+
+
+def write_outputs(result, sizes, names, out) -> str:
+    """table.md and time_vs_size.png in ``out``; returns the table."""
+    os.makedirs(out, exist_ok=True)
+    md = table(result, sizes, names)
+    with open(osp.join(out, 'table.md'), 'w') as f:
+        f.write(md)
+    plot(result, names, osp.join(out, 'time_vs_size.png'))
+    return md
 
 
 def table(r, sizes, names) -> str:

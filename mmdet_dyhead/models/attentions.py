@@ -144,7 +144,12 @@ def _mmcv_has_cuda() -> bool:
 
 
 def resolve_dcn_impl(impl: str, x: Tensor) -> str:
-    """'auto' picks our gather + GEMM path on CPU, mmcv's kernel on a GPU it was built for."""
+    """'auto' picks our gather + GEMM path on CPU, mmcv's kernel on a GPU it was built for.
+
+    Under torch.jit.trace (the FLOP counter) every impl is mmcv's op: same FLOPs, and our
+    multi-output function trips the tracer."""
+    if torch.jit.is_tracing():
+        return 'mmcv'
     if impl != 'auto':
         return impl
     return 'mmcv' if x.is_cuda and _mmcv_has_cuda() else 'torch'
@@ -159,8 +164,7 @@ def deform_conv(x: Tensor, offset: Optional[Tensor], mask: Optional[Tensor], wei
     """
     if offset is None:
         return F.conv2d(x, weight, bias, stride, 1)
-    # torch.jit.trace (the FLOP counter) gets mmcv's op: same FLOPs, and ours trips the tracer
-    if resolve_dcn_impl(impl, x) == 'mmcv' or torch.jit.is_tracing():
+    if resolve_dcn_impl(impl, x) == 'mmcv':
         return mmcv_modulated_deform_conv2d(x.contiguous(), offset.contiguous(),
                                             mask.contiguous(), weight, bias, stride, 1, 1, 1, 1)
     return modulated_deform_conv2d(x, offset, mask, weight, bias, stride, 1, 1)
@@ -298,10 +302,8 @@ class SpatialAwareAttention(nn.Module):
                 fine_offs[l], fine_masks[l] = _resize(offs[l], fsize), _resize(masks[l], fsize)
             else:
                 fine_offs[l], fine_masks[l] = offs[l], masks[l]
-        # (under jit.trace, as the FLOP counter uses, the per-level calls use mmcv's op)
         if (self.offset_conv is not None and not self.legacy_offsets
-                and resolve_dcn_impl(self.dcn_impl, feats[0]) == 'torch'
-                and not torch.jit.is_tracing()):
+                and resolve_dcn_impl(self.dcn_impl, feats[0]) == 'torch'):
             same, up, finer = self._levels_batched(feats, offs, masks, fine_offs, fine_masks)
         else:
             same, up, finer = self._per_level(feats, offs, masks, fine_offs, fine_masks)

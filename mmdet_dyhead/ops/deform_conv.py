@@ -157,10 +157,10 @@ class _Segments:
         if len({(H, W) for _, H, W, _, _ in self.shapes}) == 1:
             self.H, self.W = self.shapes[0][1:3]
         else:
-            def per_position(j):  # shape field j (1: H, 2: W) repeated over N * Ho * Wo
+            def repeated(j):  # shape field j (1: H, 2: W) repeated over N * Ho * Wo
                 return torch.cat([torch.full((sh[0] * sh[3] * sh[4], 1), sh[j], device=dev)
                                   for sh in self.shapes])
-            self.H, self.W = per_position(1), per_position(2)
+            self.H, self.W = repeated(1), repeated(2)
         # (cout, slice of positions, range of inputs) per group
         self.groups = []
         i = 0
@@ -174,10 +174,7 @@ class _Segments:
 
     def flat(self, xs) -> Tensor:
         """(sum of N*H*W + 1, C): every input's rows, channels last, one zero row at the end."""
-        flat = xs[0].new_empty(self.zero_row + 1, self.C)
-        for x, r0 in zip(xs, self.row0):
-            N, C, H, W = x.shape
-            flat[r0:r0 + N * H * W].view(N, H, W, C).copy_(x.permute(0, 2, 3, 1))
+        flat = _stacked_rows(xs, extra_rows=1)
         flat[-1].zero_()
         return flat
 
@@ -191,20 +188,10 @@ class _Segments:
             return pys[0], pxs[0]
         return torch.cat(pys), torch.cat(pxs)
 
-    def per_position(self, ts, channels: int, inputs: Optional[range] = None) -> Tensor:
-        """Maps (N, channels, Ho, Wo) of ``inputs`` (default all) -> (their positions, channels),
-        positions-major."""
+    def per_position(self, ts, inputs: Optional[range] = None) -> Tensor:
+        """Maps (N, c, Ho, Wo) of ``inputs`` (default all) -> (their positions, c)."""
         inputs = inputs if inputs is not None else range(len(self.shapes))
-        if len(inputs) == 1:
-            t = ts[inputs[0]]
-            return t.permute(0, 2, 3, 1).reshape(-1, channels)
-        p0 = self.pos0[inputs[0]]
-        out = ts[inputs[0]].new_empty(self.pos0[inputs[-1] + 1] - p0, channels)
-        for i in inputs:
-            N, _, _, Ho, Wo = self.shapes[i]
-            out[self.pos0[i] - p0:self.pos0[i + 1] - p0].view(N, Ho, Wo, channels).copy_(
-                ts[i].permute(0, 2, 3, 1))
-        return out
+        return _stacked_rows([ts[i] for i in inputs])
 
     def blocks(self, group: slice, py: Tensor, px: Tensor, grads: bool = False):
         """(slice of positions, their _Bilinear tables), TABLE_ROWS positions at a time."""
@@ -226,6 +213,21 @@ class _Segments:
         N, _, _, Ho, Wo = self.shapes[i]
         rows = out[self.pos0[i] - group.start:self.pos0[i + 1] - group.start]
         return rows.view(N, Ho, Wo, out.shape[1]).permute(0, 3, 1, 2)
+
+
+def _stacked_rows(ts, extra_rows: int = 0) -> Tensor:
+    """Maps (N_i, c, H_i, W_i) -> (sum of N_i*H_i*W_i + extra_rows, c): each map's pixels as rows,
+    channels last, one map after the other (the extra rows are left uninitialised)."""
+    c = ts[0].shape[1]
+    if len(ts) == 1 and not extra_rows:  # a view where the map is channels-last already
+        return ts[0].permute(0, 2, 3, 1).reshape(-1, c)
+    out = ts[0].new_empty(sum(t.numel() // c for t in ts) + extra_rows, c)
+    r0 = 0
+    for t in ts:
+        N, _, H, W = t.shape
+        out[r0:r0 + N * H * W].view(N, H, W, c).copy_(t.permute(0, 2, 3, 1))
+        r0 += N * H * W
+    return out
 
 
 class _TorchLoops:
@@ -305,7 +307,7 @@ class ModulatedDeformConv2dFunction(Function):
         K, C = seg.K, seg.C
         flat = seg.flat(xs)
         py, px = seg.taps(offsets)
-        m = seg.per_position(masks, K).view(seg.P, 1, K)
+        m = seg.per_position(masks).view(seg.P, 1, K)
         w2d = weight.reshape(seg.Cout, C * K)  # a view: columns are channel-major
         loops = _loops(flat, seg.step, K)
         outs = []
@@ -337,7 +339,7 @@ class ModulatedDeformConv2dFunction(Function):
         need_x, need_off, need_mask = (any(needs[3 + j::3]) for j in range(3))
         flat = seg.flat(xs)
         py, px = seg.taps(offsets)
-        m = seg.per_position(masks, K).view(P, 1, K)
+        m = seg.per_position(masks).view(P, 1, K)
         w2d = weight.reshape(seg.Cout, C * K)
         grads = [g if g is not None else x.new_zeros(x.shape[0], cout, *o.shape[2:])
                  for g, x, o, cout in zip(grad_outs, xs, offsets, couts)]
@@ -350,7 +352,7 @@ class ModulatedDeformConv2dFunction(Function):
         grad_m = m.new_empty(P, K) if need_mask else None
         loops = _loops(flat, seg.step, K)
         for cout, group, inputs in seg.groups:
-            go = seg.per_position(grads, cout, inputs)
+            go = seg.per_position(grads, inputs)
             wg, gw_group = w2d[:cout], None
             for blk, bil in seg.blocks(group, py, px, grads=need_off):
                 wm = bil.weight * m[blk]

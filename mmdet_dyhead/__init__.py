@@ -5,8 +5,14 @@ with ``custom_imports=dict(imports=['mmdet_dyhead'], allow_failed_imports=False)
 makes mmengine's checkpoints load on torch >= 2.6 (``mmdet_dyhead.checkpoint``).
 """
 from . import amp, checkpoint, hooks  # noqa: F401  (registers CPUAutocastOptimWrapper, RNGStateHook)
-from .models import (DynamicHead, DynamicHeadBlock, ScaleAwareAttention, SpatialAwareAttention,
-                     TaskAwareAttention, TaskAwareBBoxHead)
+from .models import (
+    DynamicHead,
+    DynamicHeadBlock,
+    ScaleAwareAttention,
+    SpatialAwareAttention,
+    TaskAwareAttention,
+    TaskAwareBBoxHead,
+)
 
 # mmengine 0.10.7 cannot load its own checkpoints on torch >= 2.6; see checkpoint.py
 checkpoint.register()

@@ -1,13 +1,12 @@
 """Weights from mmdet's ``DyHead`` and from microsoft/DynamicHead into ``DynamicHead``.
 
 Both references feed the coarser-level branch misread offsets (see
-``attentions._legacy_view``); their weights were trained that way, so converted necks use
+``deform_conv_norm.legacy_view``); their weights were trained that way, so converted necks use
 ``legacy_offsets=True``.
 """
 import re
 from typing import Dict, Optional, Tuple
 
-import torch
 from torch import Tensor
 
 from .models import DynamicHead

@@ -3,8 +3,25 @@ import os
 import pytest
 import torch
 
-# Two cores: one torch process, both threads (see README "Tests").
+# Two cores: one torch process, both threads (see docs/testing.md).
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# TORCH_DEVICE=cuda runs the unit tests on a GPU (as timm's tests read it): every tensor and module
+# the tests make lands there, so the comparisons exercise mmcv's CUDA kernels and ours on CUDA.
+DEVICE = torch.device(os.environ.get('TORCH_DEVICE', 'cpu'))
+if DEVICE.type == 'cuda' and not torch.cuda.is_available():
+    pytest.exit(f'TORCH_DEVICE={DEVICE} but torch.cuda.is_available() is False', returncode=4)
+if DEVICE.type != 'cpu':
+    torch.set_default_device(DEVICE)
+
+
+def pytest_collection_modifyitems(config, items):
+    if DEVICE.type == 'cpu':
+        return
+    skip = pytest.mark.skip(reason=f'CPU-only code path (TORCH_DEVICE={DEVICE})')
+    for item in items:
+        if item.get_closest_marker('cpu_only'):
+            item.add_marker(skip)
 
 
 def perturb(module, std, replace=False):

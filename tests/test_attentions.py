@@ -3,8 +3,13 @@ import pytest
 import torch
 from conftest import perturb
 
-from mmdet_dyhead.models import (DeformConvNorm, LevelMean, ScaleAwareAttention,
-                                 SpatialAwareAttention, TaskAwareAttention)
+from mmdet_dyhead.models import (
+    DeformConvNorm,
+    LevelMean,
+    ScaleAwareAttention,
+    SpatialAwareAttention,
+    TaskAwareAttention,
+)
 
 
 def _perturb(module, std=0.5):

@@ -42,7 +42,8 @@ def test_legacy_needs_stride_two_sizes():
     (dict(num_blocks=0), ValueError, 'num_blocks must be a positive integer'),
     (dict(num_blocks=2.5), ValueError, 'num_blocks'),
     (dict(in_channels=-1), ValueError, 'in_channels'),
-    (dict(out_channels=30), ValueError, r'out_channels \(30\) must be divisible by the GroupNorm groups \(16\)'),
+    (dict(out_channels=30), ValueError,
+     r'out_channels \(30\) must be divisible by the GroupNorm groups \(16\)'),
     (dict(hsigmoid='sigmoid'), ValueError, 'hsigmoid must be one of'),
     (dict(dcn_impl='cuda'), ValueError, 'dcn_impl must be one of'),
     (dict(scale_aware='yes'), TypeError, 'scale_aware must be True or False'),
@@ -62,3 +63,40 @@ def test_unknown_option_from_a_config():
 def test_dcn_impl_setter_validates(neck):
     with pytest.raises(ValueError, match='dcn_impl'):
         neck.dcn_impl = 'fast'
+
+
+def test_init_cfg_may_only_load_weights():
+    """mmengine's initialisers would overwrite the zero offsets and the attentions' init."""
+    with pytest.raises(ValueError, match='init_cfg may only load weights'):
+        DynamicHead(8, 8, num_blocks=1, norm_cfg=GN4,
+                    init_cfg=dict(type='Normal', layer='Conv2d', std=0.01))
+    with pytest.raises(ValueError, match='init_cfg may only load weights'):
+        MODELS.build(dict(type='DynamicHead', in_channels=8, out_channels=8, num_blocks=1,
+                          norm_cfg=GN4, init_cfg=[dict(type='Pretrained', checkpoint='a.pth'),
+                                                  dict(type='Xavier', layer='Conv2d')]))
+    neck = DynamicHead(8, 8, num_blocks=1, norm_cfg=GN4,
+                       init_cfg=dict(type='Pretrained', checkpoint='dyhead.pth'))
+    assert neck.init_cfg['type'] == 'Pretrained'
+    neck = DynamicHead(8, 8, num_blocks=1, norm_cfg=GN4)
+    neck.init_weights()  # no init_cfg: the modules' own init stands, offsets at zero
+    assert all(b.spatial.offset_conv.weight.abs().sum() == 0 for b in neck.blocks)
+
+
+@pytest.mark.parametrize('build,err,msg', [
+    (lambda: __import__('mmdet_dyhead').TaskAwareBBoxHead(num_blocks=True, in_channels=8,
+                                                          num_classes=2),
+     ValueError, 'TaskAwareBBoxHead: num_blocks must be a positive integer, got True'),
+    (lambda: DynamicHead(8, 8, num_blocks=True, norm_cfg=GN4), ValueError,
+     'DynamicHead: num_blocks must be a positive integer, got True'),
+    (lambda: __import__('mmdet_dyhead').TaskAwareAttention(2), ValueError,
+     'TaskAwareAttention: task-aware attention needs channels >= reduction'),
+    (lambda: DynamicHead(2, 2, num_blocks=1, norm_cfg=None), ValueError,
+     'DynamicHead: task-aware attention needs channels >= reduction'),
+    (lambda: __import__('mmdet_dyhead').ScaleAwareAttention(8, hsigmoid='sigmoid'), ValueError,
+     'ScaleAwareAttention: hsigmoid must be one of'),
+    (lambda: __import__('mmdet_dyhead').SpatialAwareAttention(8, 8, dcn_impl='cuda'),
+     ValueError, 'SpatialAwareAttention: dcn_impl must be one of'),
+])
+def test_each_module_names_itself_and_the_option(build, err, msg):
+    with pytest.raises(err, match=msg):
+        build()

@@ -1,5 +1,4 @@
 """Checkpoints on torch >= 2.6: mmengine's load, crafted pickles are refused, opt-in works."""
-import os
 
 import numpy as np
 import pytest

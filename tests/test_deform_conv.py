@@ -5,14 +5,21 @@ pure-torch loops (what runs without a compiler).
 """
 import pytest
 import torch
+from conftest import DEVICE
 from mmcv.ops import modulated_deform_conv2d as mmcv_dcn
 
-from mmdet_dyhead.ops import (cpu_ext, deform_conv, modulated_deform_conv2d,
-                              modulated_deform_conv2d_levels)
+from mmdet_dyhead.ops import (
+    cpu_ext,
+    deform_conv,
+    modulated_deform_conv2d,
+    modulated_deform_conv2d_levels,
+)
 
 
 @pytest.fixture(autouse=True, params=['cpp loops', 'torch loops'])
 def loops(request, monkeypatch):
+    if request.param == 'cpp loops' and DEVICE.type != 'cpu':
+        pytest.skip('the C++ sampling loops are CPU code')
     if request.param == 'torch loops':
         monkeypatch.setattr(deform_conv, 'USE_CPU_EXT', False)
     else:
@@ -152,9 +159,48 @@ def test_levels_argument_errors_name_the_problem():
         modulated_deform_conv2d_levels([x, x], [off, off[..., :3]], [mask, mask], w, None, 1, 1)
 
 
+@pytest.mark.cpu_only
 def test_onednn_gemm_equals_torch_mm():
     """The CPU GEMM (oneDNN where it is right, see _linear) on the transposed views it is given."""
     a, w = torch.randn(37, 50), torch.randn(11, 50)
     ref = a.double() @ w.double().t()
     for x, y in ((a, w), (a.t().contiguous().t(), w), (a, w.t().contiguous().t())):
         torch.testing.assert_close(deform_conv._linear(x, y).double(), ref, rtol=1e-5, atol=1e-4)
+
+
+def test_registered_op_passes_torch_library_opcheck():
+    """The kernel is a registered op (``mmdet_dyhead::deform_conv2d_levels``): its schema, fake
+    implementation (what torch.export / torch.compile trace), autograd registration and the
+    backward op agree with the real thing, as torch.library.opcheck tests them."""
+    from mmdet_dyhead.ops.deform_conv import deform_conv2d_levels_op
+    torch.manual_seed(0)
+    xs = [torch.randn(2, 4, 7, 6, dtype=torch.float64, requires_grad=True),
+          torch.randn(2, 4, 4, 3, dtype=torch.float64, requires_grad=True)]
+    offs = [torch.randn(2, 18, 7, 6, dtype=torch.float64, requires_grad=True),
+            torch.randn(2, 18, 4, 3, dtype=torch.float64, requires_grad=True)]
+    masks = [torch.rand(2, 9, 7, 6, dtype=torch.float64, requires_grad=True),
+             torch.rand(2, 9, 4, 3, dtype=torch.float64, requires_grad=True)]
+    w = torch.randn(6, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(deform_conv2d_levels_op,
+                          (xs, offs, masks, w, b, [1, 1], [1, 1], [1, 1], [3, 6]))
+    groups = deform_conv2d_levels_op(xs, offs, masks, w, b, [1, 1], [1, 1], [1, 1], [3, 6])
+    assert [tuple(g.shape) for g in groups] == [(2 * 7 * 6, 3), (2 * 4 * 3, 6)]
+
+
+def test_flop_counter_sees_the_registered_op_by_name():
+    from mmengine.analysis import FlopAnalyzer
+
+    class Conv(torch.nn.Module):
+        def forward(self, x, off, mask, w):
+            return modulated_deform_conv2d(x, off, mask, w, None, 1, 1)
+
+    x, off, mask, w = torch.randn(1, 4, 6, 5), torch.randn(1, 18, 6, 5), torch.rand(1, 9, 6, 5), \
+        torch.randn(3, 4, 3, 3)
+    from mmdet_dyhead.utils.flops import DCN_OP_HANDLES
+    analyzer = FlopAnalyzer(Conv(), (x, off, mask, w))
+    for op, handle in DCN_OP_HANDLES.items():
+        analyzer.set_op_handle(op, handle)
+    analyzer.unsupported_ops_warnings(False)
+    assert analyzer.total() == 6 * 5 * 3 * 4 * 9
+    assert not any('deform' in op for op in analyzer.unsupported_ops())

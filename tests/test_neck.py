@@ -121,10 +121,19 @@ def test_dcn_impls_agree_in_the_neck():
 
 
 def test_built_from_the_registry_in_eval_and_no_grad():
+    """The registry builds the same module as the class; eval mode and no_grad change nothing
+    (GroupNorm, no dropout), so a detector's predict sees what its training saw."""
     neck = MODELS.build(dict(type='DynamicHead', in_channels=16, out_channels=16, num_blocks=1,
                              norm_cfg=GN4))
-    assert isinstance(neck, DynamicHead)
+    direct = DynamicHead(16, 16, num_blocks=1, norm_cfg=GN4)
+    assert isinstance(neck, DynamicHead) and neck.state_dict().keys() == direct.state_dict().keys()
+    perturb(neck, 0.2)
+    direct.load_state_dict(neck.state_dict())
+    x = tuple(_feats([(6, 6), (3, 3)]))
+    train_out = direct(x)
     neck.eval()
     with torch.no_grad():
-        out = neck(tuple(_feats([(6, 6), (3, 3)])))
-    assert not out[0].requires_grad and out[0].shape == (2, 16, 6, 6)
+        out = neck(x)
+    assert out[0].shape == (2, 16, 6, 6) and out[1].shape == (2, 16, 3, 3)
+    for a, b in zip(out, train_out):
+        torch.testing.assert_close(a, b.detach())

@@ -3,12 +3,14 @@ import pytest
 import torch
 from conftest import perturb
 from mmdet.models.necks import DyHead
-
-from mmdet_dyhead import DynamicHead
-from mmdet_dyhead.converters import (convert_official_state_dict, from_mmdet_dyhead,
-                                     from_official_state_dict)
 from official_layout import OfficialTower
 
+from mmdet_dyhead import DynamicHead
+from mmdet_dyhead.converters import (
+    convert_official_state_dict,
+    from_mmdet_dyhead,
+    from_official_state_dict,
+)
 
 _perturb = perturb
 

@@ -11,7 +11,6 @@ import time
 
 import pytest
 import torch
-
 from conftest import tiny_run_options, tiny_shapes
 
 from mmdet_dyhead.checkpoint import load_local_checkpoint
@@ -19,6 +18,8 @@ from mmdet_dyhead.checkpoint import load_local_checkpoint
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = 'configs/demo/atss_r18_fpn_dyhead_16e_shapes.py'
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONHASHSEED='0')
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')

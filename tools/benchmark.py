@@ -17,8 +17,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
-from mmdet_dyhead.analysis import (build_detector, num_classes_of, summarize,  # noqa: E402
-                                   synthetic_batch, time_inference, time_train_iter)
+from mmdet_dyhead.utils.build import build_detector, num_classes_of, synthetic_batch  # noqa: E402
+from mmdet_dyhead.utils.timing import summarize, time_inference, time_train_iter  # noqa: E402
 
 
 def main(argv=None):

@@ -24,14 +24,15 @@ import subprocess
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from mmdet_dyhead.analysis import machine_name  # noqa: E402
-from mmdet_dyhead.models.attentions import stride2_size  # noqa: E402
+from mmdet_dyhead.models.deform_conv_norm import stride2_size  # noqa: E402
+from mmdet_dyhead.utils.machine import machine_name  # noqa: E402
+from mmdet_dyhead.utils.paths import ROOT  # noqa: E402
+from mmdet_dyhead.utils.timing import sync  # noqa: E402
 
 IMPLS = ['mmdet DyHead', 'ours, mmcv kernel', 'ours, torch kernel', 'ours, default',
          '4 stacked convs']
@@ -67,6 +68,7 @@ class StackedConvs(nn.Module):
 
 def build(channels: int, blocks: int, device: str, seed: int = 0):
     from mmdet.models.necks import DyHead
+
     from mmdet_dyhead.converters import from_mmdet_dyhead
     torch.manual_seed(seed)
     ref = DyHead(channels, channels, num_blocks=blocks)
@@ -83,13 +85,8 @@ def build(channels: int, blocks: int, device: str, seed: int = 0):
     return {k: m.to(device) for k, m in models.items()}
 
 
-def _sync(device):
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
 def run_once(model, feats, backward: bool, device: str, dtype) -> float:
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     with torch.autocast(device_type=device.split(':')[0], dtype=dtype,
                         enabled=dtype != torch.float32):
@@ -100,7 +97,7 @@ def run_once(model, feats, backward: bool, device: str, dtype) -> float:
         else:
             with torch.no_grad():
                 model(feats)
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0
 
 
@@ -122,6 +119,7 @@ def time_all(models, feats, repeats: int, device: str, dtype, names) -> dict:
 def dcn_rate(channels: int, size, batch: int, device: str, repeats: int, dtype) -> dict:
     """GFLOP/s of one 3x3 deformable conv (stride 1, P3 size) next to a matmul of equal FLOPs."""
     from mmcv.ops import modulated_deform_conv2d as mmcv_dcn
+
     from mmdet_dyhead.ops import modulated_deform_conv2d
     from mmdet_dyhead.ops.deform_conv import _linear, _onednn_linear_ok
     h, w = size
@@ -146,40 +144,47 @@ def dcn_rate(channels: int, size, batch: int, device: str, repeats: int, dtype) 
             f()
         for _ in range(repeats):
             for k, f in fns.items():
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
                 f()
-                _sync(device)
+                sync(device)
                 times[k].append(time.perf_counter() - t0)
     return {k: flops / statistics.median(v) / 1e9 for k, v in times.items()}
 
 
+def _status_kib(key: str) -> int:
+    with open('/proc/self/status') as f:
+        return int(re.search(key + r':\s+(\d+) kB', f.read()).group(1))
+
+
+def measure_peak_memory(name: str, channels: int, blocks: int, batch: int, size,
+                        device: str) -> float:
+    """Peak extra memory (MiB) of one forward+backward of ``name`` in this process."""
+    import gc
+    models = build(channels, blocks, device)
+    model = models.pop(name)
+    del models
+    feats = [torch.randn(batch, channels, h, w, device=device) for h, w in pyramid_sizes(*size)]
+    if device.startswith('cuda'):
+        sync(device)
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        run_once(model, feats, True, device, torch.float32)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    gc.collect()
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset the peak (VmHWM) to the current RSS
+    base = _status_kib('VmRSS')
+    run_once(model, feats, True, device, torch.float32)
+    return (_status_kib('VmHWM') - base) / 1024
+
+
 def peak_memory(name: str, channels: int, blocks: int, batch: int, size, device: str) -> float:
-    """Peak extra memory (MiB) of one forward+backward, in a fresh process."""
-    code = f'''
-import sys, torch
-sys.path.insert(0, {ROOT!r})
-sys.argv = ['x']
-from tools.benchmark_neck import build, pyramid_sizes, run_once
-models = build({channels}, {blocks}, {device!r})
-m = models[{name!r}]
-for k in list(models):
-    if k != {name!r}: del models[k]
-feats = [torch.randn({batch}, {channels}, h, w, device={device!r}) for h, w in pyramid_sizes(*{tuple(size)!r})]
-if {device!r}.startswith('cuda'):
-    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
-    run_once(m, feats, True, {device!r}, torch.float32)
-    print('PEAK', (torch.cuda.max_memory_allocated() - base) / 2**20)
-else:
-    import gc, re; gc.collect()
-    def status(key):
-        return int(re.search(key + r':\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))
-    open('/proc/self/clear_refs', 'w').write('5')  # reset the peak (VmHWM) to the current RSS
-    base = status('VmRSS')
-    run_once(m, feats, True, {device!r}, torch.float32)
-    print('PEAK', (status('VmHWM') - base) / 1024)
-'''
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT)
+    """``measure_peak_memory`` in a fresh process, so no other implementation's memory counts."""
+    cmd = [sys.executable, osp.abspath(__file__), '--peak-memory-of', name, '--channels',
+           str(channels), '--blocks', str(blocks), '--batch', str(batch), '--device', device,
+           '--sizes', f'{size[0]}x{size[1]}']
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     m = re.search(r'PEAK ([0-9.e+-]+)', out.stdout)
     if not m:
         raise RuntimeError(out.stderr[-2000:])
@@ -190,7 +195,9 @@ def atss_ratio(device: str, repeats: int) -> dict:
     """Training iteration of ATSS-R50 + DynamicHead (6 blocks, no stacked convs) over ATSS-R50-FPN
     with 4 stacked convs, 320x320, batch 2 (random init; the backbone's pretrained init is left out)."""
     from mmengine.config import Config
-    from mmdet_dyhead.analysis import build_detector, synthetic_batch, time_train_iter
+
+    from mmdet_dyhead.utils.build import build_detector, synthetic_batch
+    from mmdet_dyhead.utils.timing import time_train_iter
     dy = Config.fromfile(osp.join(ROOT, 'configs/atss_r50_fpn_dyhead_1x_coco.py'))
     base = Config.fromfile(osp.join(ROOT, 'configs/atss_r50_fpn_dyhead_1x_coco.py'))
     base.model.neck = base.model.neck[0]
@@ -229,7 +236,13 @@ def main(argv=None):
     p.add_argument('--out', default='outputs/bench_cpu')
     p.add_argument('--from-json', metavar='RESULTS',
                    help='measure nothing: redraw table.md and the plot from a results.json')
+    p.add_argument('--peak-memory-of', choices=IMPLS, help=argparse.SUPPRESS)  # peak_memory's child
     a = p.parse_args(argv)
+    if a.peak_memory_of:
+        h, w = map(int, a.sizes[0].split('x'))
+        print('PEAK', measure_peak_memory(a.peak_memory_of, a.channels, a.blocks, a.batch, (h, w),
+                                          a.device))
+        return None
     if a.from_json:
         with open(a.from_json) as f:
             result = json.load(f)

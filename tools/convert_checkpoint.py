@@ -17,8 +17,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import torch  # noqa: E402
 
 from mmdet_dyhead.checkpoint import load_local_checkpoint  # noqa: E402
-from mmdet_dyhead.converters import (convert_mmdet_state_dict,  # noqa: E402
-                                     convert_official_state_dict, official_neck_cfg)
+from mmdet_dyhead.converters import (  # noqa: E402
+    convert_mmdet_state_dict,
+    convert_official_state_dict,
+    official_neck_cfg,
+)
 
 
 def main(argv=None):

@@ -11,7 +11,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import Config  # noqa: E402
 
-from mmdet_dyhead.analysis import build_detector, count_flops  # noqa: E402
+from mmdet_dyhead.utils.build import build_detector  # noqa: E402
+from mmdet_dyhead.utils.flops import count_flops  # noqa: E402
 
 
 def main(argv=None):

@@ -33,8 +33,8 @@ if ! $VENV/bin/python -c "import mmcv, mmcv._ext" 2>/dev/null; then
   say "pip caches the wheel, so later environments on this machine take seconds."
   MMCV_WITH_OPS=1 $PIP install --no-build-isolation mmcv==2.1.0
 fi
-say "mmdet 3.3.0, pycocotools, test tools"
-$PIP install -q mmdet==3.3.0 pycocotools pytest hypothesis matplotlib
+say "mmdet 3.3.0, pycocotools, test and lint tools"
+$PIP install -q mmdet==3.3.0 pycocotools pytest hypothesis matplotlib ruff
 say "mmdet_dyhead (editable)"
 $PIP install -q --no-deps --no-build-isolation -e .
 if $VENV/bin/python -c "import torchvision" 2>/dev/null || $VENV/bin/python -m pip show torchvision >/dev/null 2>&1; then

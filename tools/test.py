@@ -11,8 +11,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmdet_dyhead  # noqa: E402,F401
-from mmdet_dyhead.cli import (add_common_args, init_distributed_on_cpu, load_config,  # noqa: E402
-                              shutdown_distributed)
+from mmdet_dyhead.utils.config import add_common_args, load_config  # noqa: E402
+from mmdet_dyhead.utils.distributed import init_distributed_on_cpu, shutdown_distributed  # noqa: E402
 
 
 def parse_args():
@@ -30,8 +30,9 @@ def parse_args():
 
 def check_checkpoint_matches(model, path):
     """Refuse to evaluate a checkpoint that does not fit the config (mmengine only warns)."""
-    from mmdet_dyhead.checkpoint import load_local_checkpoint
     from mmengine.model import is_model_wrapper
+
+    from mmdet_dyhead.checkpoint import load_local_checkpoint
     ckpt = load_local_checkpoint(path, map_location='cpu')
     state = ckpt.get('state_dict', ckpt)
     own = (model.module if is_model_wrapper(model) else model).state_dict()

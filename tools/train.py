@@ -10,8 +10,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmdet_dyhead  # noqa: E402,F401  (registers DynamicHead, safe checkpoint loading)
-from mmdet_dyhead.cli import (add_common_args, enable_amp, init_distributed_on_cpu,  # noqa: E402
-                              load_config, shutdown_distributed)
+from mmdet_dyhead.utils.config import add_common_args, enable_amp, load_config  # noqa: E402
+from mmdet_dyhead.utils.distributed import init_distributed_on_cpu, shutdown_distributed  # noqa: E402
 
 
 def parse_args():

@@ -1,5 +1,5 @@
-from .attentions import (DeformConvNorm, LevelMean, ScaleAwareAttention, SpatialAwareAttention,
-                         TaskAwareAttention)
+from .attentions import LevelMean, ScaleAwareAttention, SpatialAwareAttention, TaskAwareAttention
+from .deform_conv_norm import DeformConvNorm
 from .dynamic_head import DynamicHead, DynamicHeadBlock
 from .roi_head import TaskAwareBBoxHead
 

@@ -10,20 +10,24 @@ Each has a plain fallback for the paper's ablation and the two-stage form:
 ``LevelMean`` for pi_L, ``SpatialAwareAttention(deformable=False)`` (plain 3x3 convs) for pi_S and
 ``nn.ReLU`` for pi_C.
 """
-import functools
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
-from mmcv.ops import ModulatedDeformConv2d
-from mmcv.ops import modulated_deform_conv2d as mmcv_modulated_deform_conv2d
 from torch import Tensor, nn
 
-from ..ops import modulated_deform_conv2d, modulated_deform_conv2d_levels
-
-HSIGMOIDS = ('reference', 'paper')
-DCN_IMPLS = ('auto', 'torch', 'mmcv')
+from ..ops import modulated_deform_conv2d_levels
+from . import options
+from .deform_conv_norm import (
+    DeformConvNorm,
+    fused_deform_conv_norm,
+    legacy_view,
+    resize_to,
+    resolve_dcn_impl,
+    split_norm,
+    stacked_weights,
+    stride2_size,
+)
 
 
 def hard_sigmoid(x: Tensor, kind: str) -> Tensor:
@@ -47,9 +51,7 @@ class ScaleAwareAttention(nn.Module):
 
     def __init__(self, channels: int, hsigmoid: str = 'reference'):
         super().__init__()
-        if hsigmoid not in HSIGMOIDS:
-            raise ValueError(f'hsigmoid must be one of {HSIGMOIDS}, got {hsigmoid!r}')
-        self.hsigmoid = hsigmoid
+        self.hsigmoid = options.hsigmoid('ScaleAwareAttention', hsigmoid)
         self.fc = nn.Conv2d(channels, 1, 1)
 
     def attention(self, x: Tensor) -> Tensor:
@@ -64,9 +66,9 @@ class ScaleAwareAttention(nn.Module):
         """L' maps (N, C, H, W) of one size -> their attention-weighted mean (N, C, H, W)."""
         # 1/L' folded into the (N, 1, 1, 1) weights: one pass over each map, no division pass
         out = None
-        for f in feats:
-            a = self.attention(f) / len(feats)
-            out = f * a if out is None else torch.addcmul(out, f, a)
+        for feat in feats:
+            weight = self.attention(feat) / len(feats)
+            out = feat * weight if out is None else torch.addcmul(out, feat, weight)
         return out
 
 
@@ -115,9 +117,7 @@ class TaskAwareAttention(nn.Module):
                  init_a: Tuple[float, float] = (1.0, 0.0),
                  init_b: Tuple[float, float] = (0.0, 0.0)):
         super().__init__()
-        if channels // reduction < 1:
-            raise ValueError(f'TaskAwareAttention needs channels >= reduction ({reduction}), '
-                             f'got {channels}')
+        options.reduction('TaskAwareAttention', channels, reduction)
         self.channels = channels
         self.lambda_a = lambda_a
         self.init_a, self.init_b = tuple(init_a), tuple(init_b)
@@ -137,112 +137,6 @@ class TaskAwareAttention(nn.Module):
         return _DynamicReLU.apply(x, *self.coefficients(x))
 
 
-@functools.lru_cache(maxsize=None)
-def _mmcv_has_cuda() -> bool:
-    from mmcv.ops import get_compiling_cuda_version
-    return get_compiling_cuda_version() not in ('not available', '')
-
-
-def resolve_dcn_impl(impl: str, x: Tensor) -> str:
-    """'auto' picks our gather + GEMM path on CPU, mmcv's kernel on a GPU it was built for.
-
-    Under torch.jit.trace (the FLOP counter) every impl is mmcv's op: same FLOPs, and our
-    multi-output function trips the tracer."""
-    if torch.jit.is_tracing():
-        return 'mmcv'
-    if impl != 'auto':
-        return impl
-    return 'mmcv' if x.is_cuda and _mmcv_has_cuda() else 'torch'
-
-
-def deform_conv(x: Tensor, offset: Optional[Tensor], mask: Optional[Tensor], weight: Tensor,
-                bias: Optional[Tensor], stride, impl: str = 'auto') -> Tensor:
-    """3x3 conv (padding 1) of x (N, C_in, H, W) with weight (C_out, C_in, 3, 3).
-
-    With offsets (N, 18, H', W') and masks (N, 9, H', W'): modulated deformable, computed by our
-    kernel or mmcv's (``resolve_dcn_impl``); without: a plain conv (offset 0, mask 1 is exactly that).
-    """
-    if offset is None:
-        return F.conv2d(x, weight, bias, stride, 1)
-    if resolve_dcn_impl(impl, x) == 'mmcv':
-        return mmcv_modulated_deform_conv2d(x.contiguous(), offset.contiguous(),
-                                            mask.contiguous(), weight, bias, stride, 1, 1, 1, 1)
-    return modulated_deform_conv2d(x, offset, mask, weight, bias, stride, 1, 1)
-
-
-class DeformConvNorm(nn.Module):
-    """A 3x3 modulated deformable conv, then GroupNorm: (N, C_in, H, W) -> (N, C_out, H', W').
-
-    ``conv`` is always an mmcv ``ModulatedDeformConv2d`` (its weights and state-dict keys);
-    which kernel computes it is chosen per call (see ``resolve_dcn_impl``). Called without
-    offsets it is a plain 3x3 conv with the same weights (offset 0 and mask 1 are exactly that).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
-                 bias: bool = False, norm_cfg: Optional[dict] = None):
-        super().__init__()
-        self.conv = ModulatedDeformConv2d(in_channels, out_channels, 3, stride=stride,
-                                          padding=1, bias=bias)
-        self.norm = build_norm_layer(norm_cfg, out_channels)[1] if norm_cfg else nn.Identity()
-
-    def forward(self, x: Tensor, offset: Optional[Tensor] = None, mask: Optional[Tensor] = None,
-                impl: str = 'auto') -> Tensor:
-        return self.norm(deform_conv(x, offset, mask, self.conv.weight, self.conv.bias,
-                                     self.conv.stride, impl))
-
-
-def stacked_weights(a: DeformConvNorm, b: DeformConvNorm) -> Tuple[Tensor, Optional[Tensor]]:
-    """The (2 C_out, C_in, 3, 3) weight (and bias) of ``a`` and ``b`` as one conv."""
-    bias = None
-    if a.conv.bias is not None:
-        bias = torch.cat([a.conv.bias, b.conv.bias])
-    return torch.cat([a.conv.weight, b.conv.weight]), bias
-
-
-def split_norm(y: Tensor, a: DeformConvNorm, b: DeformConvNorm) -> Tuple[Tensor, Tensor]:
-    """A stacked conv's (N, 2 C_out, H, W) output -> ``(a.norm(first half), b.norm(second))``."""
-    # each half as a dense tensor of its own: GroupNorm would otherwise copy a strided half while
-    # the stacked output stays alive beside the copy
-    fmt = torch.channels_last if y.is_contiguous(memory_format=torch.channels_last) \
-        else torch.contiguous_format
-    ya, yb = (t.contiguous(memory_format=fmt)
-              for t in y.split([a.conv.out_channels, b.conv.out_channels], dim=1))
-    del y
-    return a.norm(ya), b.norm(yb)
-
-
-def fused_deform_conv_norm(a: DeformConvNorm, b: DeformConvNorm, x: Tensor,
-                           offset: Optional[Tensor], mask: Optional[Tensor],
-                           impl: str = 'auto', stacked=None) -> Tuple[Tensor, Tensor]:
-    """``(a(x, offset, mask), b(x, offset, mask))`` with one sampling of x: the two convs share
-    their columns, so their weights are stacked into one (2 C_out) conv. ``stacked``:
-    ``stacked_weights(a, b)`` when the caller reuses it over several inputs."""
-    weight, bias = stacked if stacked is not None else stacked_weights(a, b)
-    return split_norm(deform_conv(x, offset, mask, weight, bias, a.conv.stride, impl), a, b)
-
-
-def stride2_size(h: int, w: int) -> Tuple[int, int]:
-    """Output size of a 3x3, stride 2, padding 1 conv: what a level's finer neighbour gives."""
-    return (h - 1) // 2 + 1, (w - 1) // 2 + 1
-
-
-def _resize(x: Tensor, size) -> Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode='bilinear', align_corners=True)
-
-
-def _legacy_view(t: Tensor, size) -> Tensor:
-    """What mmcv's kernel reads from a too-large offset/mask buffer: each sample's first c*h*w values.
-
-    mmdet's DyHead and microsoft/DynamicHead pass the level's (N, c, H, W) offsets to the conv on
-    the coarser (h, w) level; the kernel indexes them as (c, h, w), scrambling the positions.
-    """
-    n, c = t.shape[:2]
-    h, w = size
-    return t.flatten(1)[:, :c * h * w].view(n, c, h, w)
-
-
 class SpatialAwareAttention(nn.Module):
     """pi_S: for each level l, 3x3 (deformable) convs over levels l-1, l and l+1, resized to level l.
 
@@ -252,7 +146,7 @@ class SpatialAwareAttention(nn.Module):
       - finer   (level l-1, stride 2): offsets of level l (resampled if the sizes differ);
       - coarser (level l+1, stride 1, then bilinear upsampling): offsets of level l+1.
     ``legacy_offsets=True`` instead feeds the coarser branch level l's offsets as the reference
-    codes do (see ``_legacy_view``), to reproduce their trained weights exactly.
+    codes do (see ``deform_conv_norm.legacy_view``), to reproduce their trained weights exactly.
 
     Since the coarser branch of level l then samples level l+1 exactly where level l+1's own
     same-level branch does, the two are computed as one conv with stacked weights (one sampling).
@@ -272,10 +166,8 @@ class SpatialAwareAttention(nn.Module):
                  zero_init_offset: bool = True, legacy_offsets: bool = False,
                  dcn_impl: str = 'auto'):
         super().__init__()
-        if dcn_impl not in DCN_IMPLS:
-            raise ValueError(f'dcn_impl must be one of {DCN_IMPLS}, got {dcn_impl!r}')
         self.legacy_offsets = legacy_offsets
-        self.dcn_impl = dcn_impl
+        self.dcn_impl = options.dcn_impl('SpatialAwareAttention', dcn_impl)
         self.zero_init_offset = zero_init_offset
         self.offset_conv = nn.Conv2d(in_channels, 27, 3, padding=1) if deformable else None
         self.same = DeformConvNorm(in_channels, out_channels, 1, bias, norm_cfg)
@@ -284,80 +176,84 @@ class SpatialAwareAttention(nn.Module):
 
     def offsets(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """(N, C_in, H, W) -> offsets (N, 18, H, W) and masks (N, 9, H, W) in (0, 1)."""
-        om = self.offset_conv(x)
-        return om[:, :18], om[:, 18:].sigmoid()
+        offsets_and_masks = self.offset_conv(x)
+        return offsets_and_masks[:, :18], offsets_and_masks[:, 18:].sigmoid()
 
     def forward(self, feats: Sequence[Tensor]) -> List[List[Tensor]]:
         """L maps (N, C_in, H_l, W_l) -> for each level, its 1 to 3 branches (N, C_out, H_l, W_l)."""
-        L = len(feats)
-        om = ([self.offsets(x) for x in feats] if self.offset_conv is not None
-              else [(None, None)] * L)
-        offs, masks = [o for o, _ in om], [m for _, m in om]
+        num_levels = len(feats)
+        if self.offset_conv is not None:
+            offs, masks = map(list, zip(*(self.offsets(x) for x in feats)))
+        else:
+            offs, masks = [None] * num_levels, [None] * num_levels
         # finer[l]'s offsets are level l's, at the stride-2 size of level l-1 (resampled if the
         # levels are not exact halves)
-        fine_offs, fine_masks = [None] * L, [None] * L
-        for l in range(1, L):
-            fsize = stride2_size(*feats[l - 1].shape[-2:])
-            if offs[l] is not None and fsize != tuple(feats[l].shape[-2:]):
-                fine_offs[l], fine_masks[l] = _resize(offs[l], fsize), _resize(masks[l], fsize)
+        fine_offs, fine_masks = [None] * num_levels, [None] * num_levels
+        for level in range(1, num_levels):
+            finer_size = stride2_size(*feats[level - 1].shape[-2:])
+            if offs[level] is not None and finer_size != tuple(feats[level].shape[-2:]):
+                fine_offs[level] = resize_to(offs[level], finer_size)
+                fine_masks[level] = resize_to(masks[level], finer_size)
             else:
-                fine_offs[l], fine_masks[l] = offs[l], masks[l]
+                fine_offs[level], fine_masks[level] = offs[level], masks[level]
         if (self.offset_conv is not None and not self.legacy_offsets
                 and resolve_dcn_impl(self.dcn_impl, feats[0]) == 'torch'):
-            same, up, finer = self._levels_batched(feats, offs, masks, fine_offs, fine_masks)
+            same, coarser, finer = self._levels_batched(feats, offs, masks, fine_offs, fine_masks)
         else:
-            same, up, finer = self._per_level(feats, offs, masks, fine_offs, fine_masks)
+            same, coarser, finer = self._per_level(feats, offs, masks, fine_offs, fine_masks)
         out = []
-        for l, x in enumerate(feats):
+        for level, x in enumerate(feats):
             size = x.shape[-2:]
-            branches = [same[l]]
-            if l > 0:
-                branches.append(_resize(finer[l], size))
-            if l < L - 1:
-                branches.append(_resize(up[l], size))
+            branches = [same[level]]
+            if level > 0:
+                branches.append(resize_to(finer[level], size))
+            if level < num_levels - 1:
+                branches.append(resize_to(coarser[level], size))
             out.append(branches)
         return out
 
-    # same[l]: the same-level branch of level l; up[l]: the coarser branch of level l, at level
-    # l+1's size; finer[l]: the finer branch of level l, at the stride-2 size of level l-1. With
-    # offsets of its own size, up[l] samples x_{l+1} exactly where same[l+1] does, so both come
-    # from one sampling with stacked weights.
+    # same[l]: the same-level branch of level l; coarser[l]: the coarser branch of level l, at
+    # level l+1's size; finer[l]: the finer branch of level l, at the stride-2 size of level l-1.
+    # With offsets of its own size, coarser[l] samples x_{l+1} exactly where same[l+1] does, so
+    # both come from one sampling with stacked weights.
 
     def _levels_batched(self, feats, offs, masks, fine_offs, fine_masks):
         """Our kernel, each branch over all levels in one call (one GEMM over all positions)."""
-        L, cout = len(feats), self.same.conv.out_channels
-        weight, bias = (stacked_weights(self.same, self.coarser) if L > 1
+        num_levels, cout = len(feats), self.same.conv.out_channels
+        weight, bias = (stacked_weights(self.same, self.coarser) if num_levels > 1
                         else (self.same.conv.weight, self.same.conv.bias))
-        ys = modulated_deform_conv2d_levels(feats, offs, masks, weight, bias, 1, 1, 1,
-                                            [cout] + [2 * cout] * (L - 1))
-        same, up, finer = [self.same.norm(ys[0])] + [None] * (L - 1), [None] * L, [None] * L
-        for l in range(1, L):
-            same[l], up[l - 1] = split_norm(ys[l], self.same, self.coarser)
-        ys[:] = []
-        if L > 1:
+        outputs = modulated_deform_conv2d_levels(feats, offs, masks, weight, bias, 1, 1, 1,
+                                                 [cout] + [2 * cout] * (num_levels - 1))
+        same = [self.same.norm(outputs[0])] + [None] * (num_levels - 1)
+        coarser, finer = [None] * num_levels, [None] * num_levels
+        for level in range(1, num_levels):
+            same[level], coarser[level - 1] = split_norm(outputs[level], self.same, self.coarser)
+        outputs[:] = []  # each stacked output freed as soon as it is split
+        if num_levels > 1:
             conv = self.finer.conv
-            fy = modulated_deform_conv2d_levels(feats[:-1], fine_offs[1:], fine_masks[1:],
-                                                conv.weight, conv.bias, 2, 1, 1)
-            finer[1:] = [self.finer.norm(y) for y in fy]
-        return same, up, finer
+            finer_outputs = modulated_deform_conv2d_levels(
+                feats[:-1], fine_offs[1:], fine_masks[1:], conv.weight, conv.bias, 2, 1, 1)
+            finer[1:] = [self.finer.norm(y) for y in finer_outputs]
+        return same, coarser, finer
 
     def _per_level(self, feats, offs, masks, fine_offs, fine_masks):
         """One call per level and branch: mmcv's kernel, plain convs, or the legacy offsets."""
-        impl, L = self.dcn_impl, len(feats)
-        same, up, finer = [None] * L, [None] * L, [None] * L
+        impl, num_levels = self.dcn_impl, len(feats)
+        same, coarser, finer = [None] * num_levels, [None] * num_levels, [None] * num_levels
         stacked = (stacked_weights(self.same, self.coarser)
-                   if L > 1 and not self.legacy_offsets else None)
-        for l, x in enumerate(feats):
-            if l > 0 and not self.legacy_offsets:
-                same[l], up[l - 1] = fused_deform_conv_norm(self.same, self.coarser, x, offs[l],
-                                                            masks[l], impl, stacked)
+                   if num_levels > 1 and not self.legacy_offsets else None)
+        for level, x in enumerate(feats):
+            if level > 0 and not self.legacy_offsets:
+                same[level], coarser[level - 1] = fused_deform_conv_norm(
+                    self.same, self.coarser, x, offs[level], masks[level], impl, stacked)
             else:
-                same[l] = self.same(x, offs[l], masks[l], impl)
-            if l > 0:
-                finer[l] = self.finer(feats[l - 1], fine_offs[l], fine_masks[l], impl)
+                same[level] = self.same(x, offs[level], masks[level], impl)
+            if level > 0:
+                finer[level] = self.finer(feats[level - 1], fine_offs[level], fine_masks[level],
+                                          impl)
         if self.legacy_offsets:  # the references' reads: level l's offsets on the coarser map
-            for l in range(L - 1):
-                size = feats[l + 1].shape[-2:]
-                up[l] = self.coarser(feats[l + 1], _legacy_view(offs[l], size),
-                                     _legacy_view(masks[l], size), impl)
-        return same, up, finer
+            for level in range(num_levels - 1):
+                size = feats[level + 1].shape[-2:]
+                coarser[level] = self.coarser(feats[level + 1], legacy_view(offs[level], size),
+                                              legacy_view(masks[level], size), impl)
+        return same, coarser, finer

@@ -1,5 +1,4 @@
 """DynamicHeadBlock (pi_C(pi_S(pi_L(F)))) and the DynamicHead neck registered in mmdet's MODELS."""
-import numbers
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -7,8 +6,9 @@ from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from .attentions import (DCN_IMPLS, HSIGMOIDS, LevelMean, ScaleAwareAttention,
-                         SpatialAwareAttention, TaskAwareAttention, stride2_size)
+from . import options
+from .attentions import LevelMean, ScaleAwareAttention, SpatialAwareAttention, TaskAwareAttention
+from .deform_conv_norm import stride2_size
 
 DEFAULT_NORM = dict(type='GN', num_groups=16, requires_grad=True)
 
@@ -49,12 +49,6 @@ class DynamicHeadBlock(nn.Module):
         return [self.task(self.scale(branches)) for branches in self.spatial(feats)]
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f'DynamicHead: {name} must be a positive integer, got {value!r}')
-    return int(value)
-
-
 @MODELS.register_module()
 class DynamicHead(BaseModule):
     """Dynamic Head as an mmdet neck: ``neck=[dict(type='FPN', ...), dict(type='DynamicHead', ...)]``.
@@ -87,34 +81,24 @@ class DynamicHead(BaseModule):
                  norm_cfg: Optional[dict] = DEFAULT_NORM, zero_init_offset: bool = True,
                  legacy_offsets: bool = False, dcn_impl: str = 'auto',
                  init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.in_channels = _positive_int('in_channels', in_channels)
-        self.out_channels = _positive_int('out_channels', out_channels)
-        self.num_blocks = _positive_int('num_blocks', num_blocks)
-        for name, flag in (('scale_aware', scale_aware), ('spatial_aware', spatial_aware),
-                           ('task_aware', task_aware), ('spatial_bias', spatial_bias),
-                           ('zero_init_offset', zero_init_offset),
-                           ('legacy_offsets', legacy_offsets)):
-            if not isinstance(flag, bool):
-                raise TypeError(f'DynamicHead: {name} must be True or False, got {flag!r}')
-        if hsigmoid not in HSIGMOIDS:
-            raise ValueError(f'DynamicHead: hsigmoid must be one of {HSIGMOIDS}, got {hsigmoid!r}')
-        if dcn_impl not in DCN_IMPLS:
-            raise ValueError(f'DynamicHead: dcn_impl must be one of {DCN_IMPLS}, got {dcn_impl!r}')
+        owner = 'DynamicHead'
+        super().__init__(init_cfg=options.init_cfg(owner, init_cfg))
+        self.in_channels = options.positive_int(owner, 'in_channels', in_channels)
+        self.out_channels = options.positive_int(owner, 'out_channels', out_channels)
+        self.num_blocks = options.positive_int(owner, 'num_blocks', num_blocks)
+        for name, value in (('scale_aware', scale_aware), ('spatial_aware', spatial_aware),
+                            ('task_aware', task_aware), ('spatial_bias', spatial_bias),
+                            ('zero_init_offset', zero_init_offset),
+                            ('legacy_offsets', legacy_offsets)):
+            options.flag(owner, name, value)
+        options.hsigmoid(owner, hsigmoid)
+        options.dcn_impl(owner, dcn_impl)
+        options.norm_cfg(owner, norm_cfg, self.out_channels)
+        if task_aware:
+            options.reduction(owner, self.out_channels, 4)
         if legacy_offsets and not spatial_aware:
             raise ValueError('DynamicHead: legacy_offsets=True needs spatial_aware=True '
                              '(without offsets there is nothing to reproduce)')
-        if norm_cfg is not None:
-            if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
-                raise TypeError(f'DynamicHead: norm_cfg must be a dict with a type, got {norm_cfg!r}')
-            groups = norm_cfg.get('num_groups')
-            if norm_cfg['type'] == 'GN' and (not groups or self.out_channels % groups):
-                raise ValueError(f'DynamicHead: out_channels ({self.out_channels}) must be '
-                                 f'divisible by the GroupNorm groups ({groups})')
-        if task_aware and self.out_channels < 4:
-            raise ValueError(f'DynamicHead: task_aware needs out_channels >= 4 (reduction 4), '
-                             f'got {self.out_channels}')
-        self.legacy_offsets = legacy_offsets
         self.blocks = nn.ModuleList(
             DynamicHeadBlock(self.in_channels if i == 0 else self.out_channels,
                              self.out_channels, scale_aware, spatial_aware, task_aware, hsigmoid,
@@ -122,13 +106,16 @@ class DynamicHead(BaseModule):
             for i in range(self.num_blocks))
 
     @property
+    def legacy_offsets(self) -> bool:
+        return self.blocks[0].spatial.legacy_offsets
+
+    @property
     def dcn_impl(self) -> str:
         return self.blocks[0].spatial.dcn_impl
 
     @dcn_impl.setter
     def dcn_impl(self, impl: str):
-        if impl not in DCN_IMPLS:
-            raise ValueError(f'DynamicHead: dcn_impl must be one of {DCN_IMPLS}, got {impl!r}')
+        options.dcn_impl('DynamicHead', impl)
         for block in self.blocks:
             block.spatial.dcn_impl = impl
 
@@ -141,32 +128,34 @@ class DynamicHead(BaseModule):
                             f'finest level first; got {what}')
         if len(inputs) == 0:
             raise ValueError('DynamicHead got an empty sequence of feature maps')
-        for l, x in enumerate(inputs):
+        for level, x in enumerate(inputs):
             if not isinstance(x, torch.Tensor):
-                raise TypeError(f'DynamicHead: level {l} is a {type(x).__name__}, not a tensor')
+                raise TypeError(f'DynamicHead: level {level} is a {type(x).__name__}, '
+                                f'not a tensor')
             if x.dim() != 4:
-                raise ValueError(f'DynamicHead: level {l} must be 4D (N, C, H, W), got shape '
+                raise ValueError(f'DynamicHead: level {level} must be 4D (N, C, H, W), got shape '
                                  f'{tuple(x.shape)}')
             if x.shape[1] != self.in_channels:
-                raise ValueError(f'DynamicHead: level {l} has {x.shape[1]} channels, but '
+                raise ValueError(f'DynamicHead: level {level} has {x.shape[1]} channels, but '
                                  f'in_channels={self.in_channels}')
             if x.shape[0] != inputs[0].shape[0]:
                 raise ValueError(f'DynamicHead: batch sizes differ between levels: level 0 has '
-                                 f'{inputs[0].shape[0]}, level {l} has {x.shape[0]}')
+                                 f'{inputs[0].shape[0]}, level {level} has {x.shape[0]}')
             if x.shape[2] < 1 or x.shape[3] < 1 or x.shape[0] < 1:
-                raise ValueError(f'DynamicHead: level {l} is empty, shape {tuple(x.shape)}')
-            if l and (x.shape[2] > inputs[l - 1].shape[2] or x.shape[3] > inputs[l - 1].shape[3]):
-                raise ValueError(f'DynamicHead: levels must go finest first; level {l} '
-                                 f'{tuple(x.shape[-2:])} is larger than level {l - 1} '
-                                 f'{tuple(inputs[l - 1].shape[-2:])}')
-            if l and self.legacy_offsets:
-                prev = inputs[l - 1].shape
-                half = stride2_size(prev[2], prev[3])
-                if tuple(x.shape[-2:]) != half:
-                    raise ValueError(
-                        f'DynamicHead(legacy_offsets=True) reproduces the reference codes, which '
-                        f'need each level to be the stride-2 size of the finer one: level {l} is '
-                        f'{tuple(x.shape[-2:])}, expected {half}. Use legacy_offsets=False.')
+                raise ValueError(f'DynamicHead: level {level} is empty, shape {tuple(x.shape)}')
+            if level == 0:
+                continue
+            finer = inputs[level - 1].shape
+            if x.shape[2] > finer[2] or x.shape[3] > finer[3]:
+                raise ValueError(f'DynamicHead: levels must go finest first; level {level} '
+                                 f'{tuple(x.shape[-2:])} is larger than level {level - 1} '
+                                 f'{tuple(finer[-2:])}')
+            half = stride2_size(finer[2], finer[3])
+            if self.legacy_offsets and tuple(x.shape[-2:]) != half:
+                raise ValueError(
+                    f'DynamicHead(legacy_offsets=True) reproduces the reference codes, which '
+                    f'need each level to be the stride-2 size of the finer one: level {level} is '
+                    f'{tuple(x.shape[-2:])}, expected {half}. Use legacy_offsets=False.')
         return list(inputs)
 
     def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:

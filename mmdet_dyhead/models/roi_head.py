@@ -13,6 +13,7 @@ from mmdet.models.roi_heads.bbox_heads import BBoxHead
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
+from . import options
 from .attentions import TaskAwareAttention
 
 
@@ -31,9 +32,7 @@ class TaskAwareBBoxHead(BBoxHead):
         if kwargs.get('with_avg_pool'):
             raise ValueError('TaskAwareBBoxHead reads the flattened RoI feature; '
                              'with_avg_pool must be False')
-        if not isinstance(num_blocks, int) or num_blocks < 1:
-            raise ValueError(f'TaskAwareBBoxHead: num_blocks must be a positive integer, '
-                             f'got {num_blocks!r}')
+        num_blocks = options.positive_int('TaskAwareBBoxHead', 'num_blocks', num_blocks)
         super().__init__(**kwargs)
         self.task = nn.Sequential(*[TaskAwareAttention(self.in_channels)
                                     for _ in range(num_blocks)])

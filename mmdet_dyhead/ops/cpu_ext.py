@@ -11,18 +11,9 @@ import os
 import os.path as osp
 import warnings
 
+from ..utils.machine import cpuinfo_field
+
 SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', 'deform_sample.cpp')
-
-
-def _cpu_flags() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('flags'):
-                    return line
-    except OSError:
-        pass
-    return ''
 
 
 def enabled() -> bool:
@@ -41,7 +32,7 @@ def load():
             src = f.read()
         # -march=native: the name carries the CPU's feature flags, so a cache shared between
         # different machines never hands one a build it cannot run
-        key = hashlib.sha1(src + _cpu_flags().encode() + torch.__version__.encode()).hexdigest()
+        key = hashlib.sha1(src + cpuinfo_field('flags').encode() + torch.__version__.encode()).hexdigest()
         return build(f'mmdet_dyhead_cpu_{key[:12]}', [SOURCE],
                      extra_cflags=['-O3', '-fopenmp', '-march=native'],
                      extra_ldflags=['-fopenmp'], verbose=False)

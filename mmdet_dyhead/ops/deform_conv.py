@@ -23,8 +23,6 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
 from . import cpu_ext
 
@@ -197,22 +195,16 @@ class _Segments:
         """(slice of positions, their _Bilinear tables), TABLE_ROWS positions at a time."""
         rows = max(self.step, TABLE_ROWS // self.step * self.step)
         for start in range(group.start, group.stop, rows):
-            sl = slice(start, min(start + rows, group.stop))
-            H = self.H if isinstance(self.H, int) else self.H[sl]
-            W = self.W if isinstance(self.W, int) else self.W[sl]
-            yield sl, _Bilinear(py[sl], px[sl], self.row_base[sl], H, W, self.zero_row, grads)
+            chunk = slice(start, min(start + rows, group.stop))
+            H = self.H if isinstance(self.H, int) else self.H[chunk]
+            W = self.W if isinstance(self.W, int) else self.W[chunk]
+            yield chunk, _Bilinear(py[chunk], px[chunk], self.row_base[chunk], H, W, self.zero_row, grads)
 
-    def chunks(self, sl: slice):
+    def chunks(self, chunk: slice):
         """Chunks of a block, as slices relative to it."""
-        n = sl.stop - sl.start
+        n = chunk.stop - chunk.start
         for start in range(0, n, self.step):
             yield slice(start, min(start + self.step, n))
-
-    def output(self, out: Tensor, group: slice, i: int) -> Tensor:
-        """Input i's rows of its group's (P_g, cout) output -> (N, cout, Ho, Wo), channels last."""
-        N, _, _, Ho, Wo = self.shapes[i]
-        rows = out[self.pos0[i] - group.start:self.pos0[i + 1] - group.start]
-        return rows.view(N, Ho, Wo, out.shape[1]).permute(0, 3, 1, 2)
 
 
 def _stacked_rows(ts, extra_rows: int = 0) -> Tensor:
@@ -243,25 +235,25 @@ class _TorchLoops:
         torch.index_select(self.flat, 0, index.reshape(-1), out=out)
         return out.view(*index.shape, self.flat.shape[1])
 
-    def columns(self, index: Tensor, wm: Tensor) -> Tensor:
+    def columns(self, index: Tensor, masked_weight: Tensor) -> Tensor:
         """Masked bilinear samples (rows, C, K) for corner indices and weights (rows, 4, K)."""
-        corners, wm = self._gather(index), wm.unsqueeze(-1)
-        cols = corners[:, 0] * wm[:, 0]
+        corners, masked_weight = self._gather(index), masked_weight.unsqueeze(-1)
+        cols = corners[:, 0] * masked_weight[:, 0]
         for q in range(1, 4):  # in place: no second (rows, 4, K, C) temporary
-            cols.addcmul_(corners[:, q], wm[:, q])
+            cols.addcmul_(corners[:, q], masked_weight[:, q])
         return self.cols[:index.shape[0]].copy_(cols.transpose(1, 2))
 
-    def backward(self, index: Tensor, wm: Tensor, gcols: Tensor, grad_flat: Optional[Tensor],
+    def backward(self, index: Tensor, masked_weight: Tensor, gcols: Tensor, grad_flat: Optional[Tensor],
                  dots: Optional[Tensor], need_cols: bool) -> Optional[Tensor]:
-        """grad_flat[index] += wm * gcols; dots (rows, 4, K) = corner values . gcols (rows, C, K);
+        """grad_flat[index] += masked_weight * gcols; dots (rows, 4, K) = corner values . gcols (rows, C, K);
         returns the columns (rows, C, K) if ``need_cols`` (for the weight's gradient)."""
-        cols = self.columns(index, wm) if need_cols else None
+        cols = self.columns(index, masked_weight) if need_cols else None
         gcols = gcols.transpose(1, 2).contiguous().unsqueeze(1)
         if dots is not None:
             torch.sum(self._gather(index).mul_(gcols), -1, out=dots)
         if grad_flat is not None:
             contrib = self.buf[:index.numel()].view(*index.shape, -1)
-            torch.mul(gcols, wm.unsqueeze(-1), out=contrib)
+            torch.mul(gcols, masked_weight.unsqueeze(-1), out=contrib)
             grad_flat.index_add_(0, index.reshape(-1), contrib.view(-1, contrib.shape[-1]))
         return cols
 
@@ -273,14 +265,14 @@ class _CppLoops:
         self.ext, self.flat = ext, flat
         self.buf = flat.new_empty(step, flat.shape[1], K)
 
-    def columns(self, index: Tensor, wm: Tensor) -> Tensor:
+    def columns(self, index: Tensor, masked_weight: Tensor) -> Tensor:
         cols = self.buf[:index.shape[0]]
-        self.ext.blend(self.flat, index, wm, cols)
+        self.ext.blend(self.flat, index, masked_weight, cols)
         return cols
 
-    def backward(self, index, wm, gcols, grad_flat, dots, need_cols):
+    def backward(self, index, masked_weight, gcols, grad_flat, dots, need_cols):
         cols = self.buf[:index.shape[0]] if need_cols else None
-        self.ext.backward(self.flat, index, wm, gcols, grad_flat, dots, cols)
+        self.ext.backward(self.flat, index, masked_weight, gcols, grad_flat, dots, cols)
         return cols
 
 
@@ -292,111 +284,180 @@ def _loops(flat: Tensor, step: int, K: int):
     return _TorchLoops(flat, step, K)
 
 
-class ModulatedDeformConv2dFunction(Function):
-    """Autograd function over one or more inputs; see module docstring.
+# The registered ops: ``mmdet_dyhead::deform_conv2d_levels`` and its backward. They return one
+# (P_g, cout_g) tensor of output rows per group of inputs (``_Segments.groups``), never views of
+# each other or of an input (a custom op may not return aliases); the functional forms below cut
+# them into per-input (N, cout, Ho, Wo) views. Registered ops, unlike an autograd.Function, are
+# seen by name by torch.export, torch.compile (through their fake implementations), the ONNX
+# exporters and jit tracing (the FLOP counter).
 
-    ``apply(weight, bias, conf, x_0, offset_0, mask_0, x_1, ...)`` with conf = (stride, padding,
-    dilation, couts) returns one (N, couts[i], Ho, Wo) output per input, in channels-last memory.
+def _conf(stride, padding, dilation):
+    return tuple(stride), tuple(padding), tuple(dilation)
+
+
+@torch.library.custom_op('mmdet_dyhead::deform_conv2d_levels', mutates_args=())
+def deform_conv2d_levels_op(xs: List[Tensor], offsets: List[Tensor], masks: List[Tensor],
+                            weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                            padding: List[int], dilation: List[int],
+                            out_channels: List[int]) -> List[Tensor]:
+    """Output rows (P_g, cout_g) of each group of inputs; see ``modulated_deform_conv2d_levels``."""
+    stride, padding, dilation = _conf(stride, padding, dilation)
+    segments = _Segments(xs, offsets, weight, out_channels, stride, padding, dilation)
+    K, C = segments.K, segments.C
+    flat = segments.flat(xs)
+    py, px = segments.taps(offsets)
+    m = segments.per_position(masks).view(segments.P, 1, K)
+    w2d = weight.reshape(segments.Cout, C * K)  # a view: columns are channel-major
+    loops = _loops(flat, segments.step, K)
+    outs = []
+    for cout, group, _ in segments.groups:
+        out = flat.new_empty(group.stop - group.start, cout)
+        w, b = w2d[:cout], None if bias is None else bias[:cout]
+        for blk, bilinear in segments.blocks(group, py, px):
+            masked_weight = bilinear.weight * m[blk]
+            dst = out[blk.start - group.start:blk.stop - group.start]
+            for chunk in segments.chunks(blk):
+                cols = loops.columns(bilinear.index[chunk], masked_weight[chunk])
+                dst[chunk] = _linear(cols.view(chunk.stop - chunk.start, C * K), w, b)
+        outs.append(out)
+    return outs
+
+
+def _group_rows(xs, offsets, out_channels) -> List[Tuple[int, int]]:
+    """(positions, cout) of each group, from the shapes alone (for the fake implementations)."""
+    rows, couts = [], list(out_channels)
+    i = 0
+    while i < len(couts):
+        j, p = i, 0
+        while j < len(couts) and couts[j] == couts[i]:
+            p += xs[j].shape[0] * offsets[j].shape[2] * offsets[j].shape[3]
+            j += 1
+        rows.append((p, couts[i]))
+        i = j
+    return rows
+
+
+@deform_conv2d_levels_op.register_fake
+def _(xs, offsets, masks, weight, bias, stride, padding, dilation, out_channels):
+    return [xs[0].new_empty(p, cout) for p, cout in _group_rows(xs, offsets, out_channels)]
+
+
+@torch.library.custom_op('mmdet_dyhead::deform_conv2d_levels_backward', mutates_args=())
+def deform_conv2d_levels_backward_op(
+        grads: List[Tensor], xs: List[Tensor], offsets: List[Tensor], masks: List[Tensor],
+        weight: Tensor, stride: List[int], padding: List[int], dilation: List[int],
+        out_channels: List[int], needs: List[bool]) -> List[Tensor]:
+    """Gradients as flat arrays, [weight, bias, input rows, dy, dx, mask] (an empty tensor where
+    ``needs`` = [weight, bias, x, offset, mask] says none is wanted):
+
+        weight (C_out, C_in, kh, kw); bias (C_out,); input rows (sum of N*H*W + 1, C_in), channels
+        last, one row per pixel of every input (the last row belongs to no input); dy, dx and mask
+        (P, K), one row per output position of every input.
     """
+    stride, padding, dilation = _conf(stride, padding, dilation)
+    need_w, need_b, need_x, need_off, need_mask = needs
+    segments = _Segments(xs, offsets, weight, out_channels, stride, padding, dilation)
+    C, K, P = segments.C, segments.K, segments.P
+    flat = segments.flat(xs)
+    py, px = segments.taps(offsets)
+    m = segments.per_position(masks).view(P, 1, K)
+    w2d = weight.reshape(segments.Cout, C * K)
+    empty = flat.new_empty(0)
+    grad_flat = torch.zeros_like(flat) if need_x else None
+    grad_w2d = torch.zeros_like(w2d) if need_w and len(segments.groups) > 1 else None
+    grad_b = weight.new_zeros(segments.Cout) if need_b else None
+    grad_py = py.new_empty(P, K) if need_off else None
+    grad_px = px.new_empty(P, K) if need_off else None
+    grad_m = m.new_empty(P, K) if need_mask else None
+    loops = _loops(flat, segments.step, K)
+    for (cout, group, _), go in zip(segments.groups, grads):
+        wg, gw_group = w2d[:cout], None
+        for blk, bilinear in segments.blocks(group, py, px, grads=need_off):
+            masked_weight = bilinear.weight * m[blk]
+            grad_out_block = go[blk.start - group.start:blk.stop - group.start]
+            dots = (bilinear.weight.new_empty(bilinear.weight.shape)
+                    if need_off or need_mask else None)
+            for chunk in segments.chunks(blk):
+                rows = chunk.stop - chunk.start
+                gcols = _linear(grad_out_block[chunk], wg.t()).view(rows, C, K)  # d loss / d cols
+                cols = loops.backward(bilinear.index[chunk], masked_weight[chunk], gcols,
+                                      grad_flat, None if dots is None else dots[chunk], need_w)
+                if need_w:  # the first chunk's product starts the sum: no zero-filled buffer
+                    gw = _linear(grad_out_block[chunk].t(), cols.view(rows, C * K).t())
+                    gw_group = gw if gw_group is None else gw_group.add_(gw)
+            if need_mask:
+                grad_m[blk] = (bilinear.weight * dots).sum(1)
+            if need_off:
+                grad_py[blk] = m[blk, 0] * (bilinear.dweight_y * dots).sum(1)
+                grad_px[blk] = m[blk, 0] * (bilinear.dweight_x * dots).sum(1)
+        if gw_group is not None:
+            if grad_w2d is None:  # one group using every output channel
+                grad_w2d = gw_group
+            else:
+                grad_w2d[:cout].add_(gw_group)
+        if need_b:
+            grad_b[:cout].add_(go.sum(0))
+    grad_weight = empty
+    if need_w:
+        grad_weight = (grad_w2d.view(weight.shape) if grad_w2d is not None
+                       else torch.zeros_like(weight))  # no positions
+    return [grad_weight, *(t if t is not None else empty
+                           for t in (grad_b, grad_flat, grad_py, grad_px, grad_m))]
 
-    @staticmethod
-    def forward(ctx, weight, bias, conf, *tensors):
-        stride, padding, dilation, couts = conf
-        xs, offsets, masks = tensors[0::3], tensors[1::3], tensors[2::3]
-        seg = _Segments(xs, offsets, weight, couts, stride, padding, dilation)
-        K, C = seg.K, seg.C
-        flat = seg.flat(xs)
-        py, px = seg.taps(offsets)
-        m = seg.per_position(masks).view(seg.P, 1, K)
-        w2d = weight.reshape(seg.Cout, C * K)  # a view: columns are channel-major
-        loops = _loops(flat, seg.step, K)
-        outs = []
-        for cout, group, inputs in seg.groups:
-            out = flat.new_empty(group.stop - group.start, cout)
-            w, b = w2d[:cout], None if bias is None else bias[:cout]
-            for blk, bil in seg.blocks(group, py, px):
-                wm = bil.weight * m[blk]
-                dst = out[blk.start - group.start:blk.stop - group.start]
-                for sl in seg.chunks(blk):
-                    cols = loops.columns(bil.index[sl], wm[sl])
-                    dst[sl] = _linear(cols.view(sl.stop - sl.start, C * K), w, b)
-            outs += [seg.output(out, group, i) for i in inputs]
-        ctx.save_for_backward(weight, *tensors)
-        ctx.has_bias = bias is not None
-        ctx.conf = conf
-        return tuple(outs)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, *grad_outs):
-        weight, *tensors = ctx.saved_tensors
-        stride, padding, dilation, couts = ctx.conf
-        xs, offsets, masks = tensors[0::3], tensors[1::3], tensors[2::3]
-        seg = _Segments(xs, offsets, weight, couts, stride, padding, dilation)
-        C, K, P = seg.C, seg.K, seg.P
-        needs = ctx.needs_input_grad
-        need_w, need_b = needs[0], needs[1] and ctx.has_bias
-        need_x, need_off, need_mask = (any(needs[3 + j::3]) for j in range(3))
-        flat = seg.flat(xs)
-        py, px = seg.taps(offsets)
-        m = seg.per_position(masks).view(P, 1, K)
-        w2d = weight.reshape(seg.Cout, C * K)
-        grads = [g if g is not None else x.new_zeros(x.shape[0], cout, *o.shape[2:])
-                 for g, x, o, cout in zip(grad_outs, xs, offsets, couts)]
+@deform_conv2d_levels_backward_op.register_fake
+def _(grads, xs, offsets, masks, weight, stride, padding, dilation, out_channels, needs):
+    C, K = xs[0].shape[1], weight.shape[2] * weight.shape[3]
+    rows = sum(x.shape[0] * x.shape[2] * x.shape[3] for x in xs) + 1
+    P = sum(p for p, _ in _group_rows(xs, offsets, out_channels))
+    empty = xs[0].new_empty(0)
+    need_w, need_b, need_x, need_off, need_mask = needs
+    return [weight.new_empty(weight.shape) if need_w else empty,
+            weight.new_empty(weight.shape[0]) if need_b else empty,
+            xs[0].new_empty(rows, C) if need_x else empty,
+            *(xs[0].new_empty(P, K) if need_off else empty for _ in range(2)),
+            xs[0].new_empty(P, K) if need_mask else empty]
 
-        grad_flat = torch.zeros_like(flat) if need_x else None
-        grad_w2d = torch.zeros_like(w2d) if need_w and len(seg.groups) > 1 else None
-        grad_b = weight.new_zeros(seg.Cout) if need_b else None
-        grad_py = py.new_empty(P, K) if need_off else None
-        grad_px = px.new_empty(P, K) if need_off else None
-        grad_m = m.new_empty(P, K) if need_mask else None
-        loops = _loops(flat, seg.step, K)
-        for cout, group, inputs in seg.groups:
-            go = seg.per_position(grads, inputs)
-            wg, gw_group = w2d[:cout], None
-            for blk, bil in seg.blocks(group, py, px, grads=need_off):
-                wm = bil.weight * m[blk]
-                gob = go[blk.start - group.start:blk.stop - group.start]
-                dots = bil.weight.new_empty(bil.weight.shape) if need_off or need_mask else None
-                for sl in seg.chunks(blk):
-                    rows = sl.stop - sl.start
-                    gcols = _linear(gob[sl], wg.t()).view(rows, C, K)  # d loss / d columns
-                    cols = loops.backward(bil.index[sl], wm[sl], gcols, grad_flat,
-                                          None if dots is None else dots[sl], need_w)
-                    if need_w:  # the first chunk's product starts the sum: no zero-filled buffer
-                        gw = _linear(gob[sl].t(), cols.view(rows, C * K).t())
-                        gw_group = gw if gw_group is None else gw_group.add_(gw)
-                if need_mask:
-                    grad_m[blk] = (bil.weight * dots).sum(1)
-                if need_off:
-                    grad_py[blk] = m[blk, 0] * (bil.dweight_y * dots).sum(1)
-                    grad_px[blk] = m[blk, 0] * (bil.dweight_x * dots).sum(1)
-            if gw_group is not None:
-                if grad_w2d is None:  # one group using every output channel
-                    grad_w2d = gw_group
-                else:
-                    grad_w2d[:cout].add_(gw_group)
-            if need_b:
-                grad_b[:cout].add_(go.sum(0))
-        del flat
 
-        grad_weight = None
-        if need_w:
-            grad_weight = (grad_w2d.view(seg.Cout, C, seg.kh, seg.kw) if grad_w2d is not None
-                           else torch.zeros_like(weight))  # no positions
-        out = []
-        for i, (N, H, W, Ho, Wo) in enumerate(seg.shapes):
-            r0, p0, p1 = seg.row0[i], seg.pos0[i], seg.pos0[i + 1]
-            gx = go_off = gm = None
-            if need_x and needs[3 + 3 * i]:  # a channels-last view: no copy of x's size
-                gx = grad_flat[r0:r0 + N * H * W].view(N, H, W, C).permute(0, 3, 1, 2)
-            if need_off and needs[4 + 3 * i]:
-                go_off = torch.stack([grad_py[p0:p1], grad_px[p0:p1]], dim=-1)
-                go_off = go_off.view(N, Ho, Wo, 2 * K).permute(0, 3, 1, 2).contiguous()
-            if need_mask and needs[5 + 3 * i]:
-                gm = grad_m[p0:p1].view(N, Ho, Wo, K).permute(0, 3, 1, 2).contiguous()
-            out += [gx, go_off, gm]
-        return (grad_weight, grad_b, None, *out)
+def _setup_context(ctx, inputs, output):
+    xs, offsets, masks, weight, bias, stride, padding, dilation, out_channels = inputs
+    ctx.save_for_backward(weight, *xs, *offsets, *masks)
+    ctx.conf = (list(stride), list(padding), list(dilation), list(out_channels))
+    ctx.needs = [weight.requires_grad, bias is not None and bias.requires_grad,
+                 *(any(t.requires_grad for t in ts) for ts in (xs, offsets, masks))]
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grads):
+    weight, *tensors = ctx.saved_tensors
+    n = len(tensors) // 3
+    xs, offsets, masks = tensors[:n], tensors[n:2 * n], tensors[2 * n:]
+    stride, padding, dilation, couts = ctx.conf
+    grads = [g.contiguous() for g in grads]  # one row per output position, as the ops read them
+    grad_w, grad_b, grad_flat, grad_py, grad_px, grad_m = deform_conv2d_levels_backward_op(
+        grads, list(xs), list(offsets), list(masks), weight, stride, padding, dilation,
+        couts, ctx.needs)
+    need_w, need_b, need_x, need_off, need_mask = ctx.needs
+    gxs, goffs, gmasks = [None] * n, [None] * n, [None] * n
+    row0 = pos0 = 0
+    K = weight.shape[2] * weight.shape[3]
+    for i, (x, off) in enumerate(zip(xs, offsets)):
+        N, C, H, W = x.shape
+        Ho, Wo = off.shape[2:]
+        rows, pos = N * H * W, N * Ho * Wo
+        if need_x:  # a channels-last view: no copy of x's size
+            gxs[i] = grad_flat[row0:row0 + rows].view(N, H, W, C).permute(0, 3, 1, 2)
+        if need_off:
+            go = torch.stack([grad_py[pos0:pos0 + pos], grad_px[pos0:pos0 + pos]], dim=-1)
+            goffs[i] = go.view(N, Ho, Wo, 2 * K).permute(0, 3, 1, 2).contiguous()
+        if need_mask:
+            gmasks[i] = grad_m[pos0:pos0 + pos].view(N, Ho, Wo, K).permute(0, 3, 1, 2).contiguous()
+        row0, pos0 = row0 + rows, pos0 + pos
+    return (gxs, goffs, gmasks, grad_w if need_w else None,
+            grad_b if ctx.has_bias and need_b else None, None, None, None, None)
+
+
+deform_conv2d_levels_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _pair(v) -> Tuple[int, int]:
@@ -453,8 +514,18 @@ def modulated_deform_conv2d_levels(xs: Sequence[Tensor], offsets: Sequence[Tenso
     tensors = [t.to(dtype) for trio in zip(xs, offsets, masks) for t in trio]
     if bias is not None:
         bias = bias.to(dtype)
-    return list(ModulatedDeformConv2dFunction.apply(
-        weight.to(dtype), bias, (stride, padding, dilation, couts), *tensors))
+    xs, offsets, masks = tensors[0::3], tensors[1::3], tensors[2::3]
+    groups = deform_conv2d_levels_op(list(xs), list(offsets), list(masks), weight.to(dtype), bias,
+                                     list(stride), list(padding), list(dilation), list(couts))
+    outs, g, start = [], 0, 0  # each input's rows of its group -> (N, cout, Ho, Wo), channels last
+    for i, (x, o) in enumerate(zip(xs, offsets)):
+        if i and couts[i] != couts[i - 1]:
+            g, start = g + 1, 0
+        N, Ho, Wo = x.shape[0], o.shape[2], o.shape[3]
+        rows = groups[g][start:start + N * Ho * Wo]
+        outs.append(rows.view(N, Ho, Wo, couts[i]).permute(0, 3, 1, 2))
+        start += N * Ho * Wo
+    return outs
 
 
 def modulated_deform_conv2d(x: Tensor, offset: Tensor, mask: Tensor, weight: Tensor,

@@ -1,4 +1,4 @@
-"""What tools/train.py and tools/test.py share: arguments, config loading, device fallbacks."""
+"""Arguments and config loading shared by tools/train.py and tools/test.py (device fallbacks, --amp)."""
 import argparse
 import os
 import os.path as osp
@@ -26,7 +26,7 @@ def load_config(args) -> Config:
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    from .config_check import check_model_cfg
+    from ..config_check import check_model_cfg
     check_model_cfg(cfg.model)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -45,29 +45,6 @@ def load_config(args) -> Config:
                                          find_unused_parameters=cfg.get('find_unused_parameters',
                                                                         False))
     return cfg
-
-
-def init_distributed_on_cpu(cfg: Config):
-    """Start the gloo process group on a machine without GPUs.
-
-    mmengine's init_dist calls torch.cuda.set_device, which a CPU build of torch lacks; the runner
-    skips it when a process group already exists."""
-    import torch.distributed as dist
-    if cfg.launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
-        return
-    if cfg.launcher != 'pytorch':
-        raise SystemExit(f'--launcher {cfg.launcher} needs GPUs; on a CPU use --launcher pytorch '
-                         f'(tools/dist_train.sh)')
-    dist.init_process_group(backend='gloo')
-
-
-def shutdown_distributed():
-    """Destroy the process group before exit: left to interpreter shutdown, gloo's threads can
-    abort the process ("terminate called without an active exception") after a finished run."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def enable_amp(cfg: Config):

@@ -1,0 +1,384 @@
+"""The accuracy study: which rows exist, how one run is made and saved, and the tables and plots
+that are regenerated from the saved runs (``tools/study.py`` is the command line).
+
+One run = one row (a demo config plus a few ``--cfg-options``), one seed, one schedule. It is
+trained by ``tools/train.py`` in its own process, validated every ``val_interval`` epochs (the
+learning curve), then measured in a fresh process (latency, FLOPs, parameters), and saved as one
+JSON file ``docs/study/{row}_e{epochs}_s{seed}.json``. Everything in the README's study section is
+computed from those files, so it can be regenerated (and is checked by a test) at any time.
+"""
+import glob
+import json
+import math
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .utils.paths import ROOT
+
+RESULTS_DIR = osp.join(ROOT, 'docs', 'study')
+DEMO = 'configs/demo'
+
+
+@dataclass(frozen=True)
+class Row:
+    """A study row: ``config`` (relative to the repo root) with ``options`` (cfg-options)."""
+    name: str
+    config: str
+    label: str
+    options: Tuple[Tuple[str, object], ...] = ()
+
+
+def _row(name, config, label, **options) -> Row:
+    return Row(name, f'{DEMO}/{config}', label,
+               tuple((k.replace('__', '.'), v) for k, v in options.items()))
+
+
+_ATSS, _DYH = 'atss_r18_fpn_16e_shapes.py', 'atss_r18_fpn_dyhead_16e_shapes.py'
+_BLOCKS = 'model__neck__1__num_blocks'
+ROWS: Dict[str, Row] = {r.name: r for r in [
+    # main pairs: the baseline head against DynamicHead at its demo depth and at equal FLOPs
+    _row('atss', _ATSS, 'ATSS, 4 stacked convs'),
+    _row('atss-dyhead1', _DYH, 'ATSS + DynamicHead, 1 block', **{_BLOCKS: 1}),
+    _row('atss-dyhead2', _DYH, 'ATSS + DynamicHead, 2 blocks'),
+    _row('atss-dyhead4', _DYH, 'ATSS + DynamicHead, 4 blocks', **{_BLOCKS: 4}),
+    _row('atss-dyhead6', _DYH, 'ATSS + DynamicHead, 6 blocks', **{_BLOCKS: 6}),
+    _row('atss-dyhead4-legacy', _DYH, 'ATSS + DynamicHead, 4 blocks, legacy offsets',
+         **{_BLOCKS: 4, 'model__neck__1__legacy_offsets': True}),
+    # Table 1 of the paper, in miniature: each attention on its own, none, all (4 blocks)
+    _row('atss-dyhead4-none', _DYH, 'no attention (plain convs, level mean, ReLU)',
+         **{_BLOCKS: 4, 'model__neck__1__scale_aware': False,
+            'model__neck__1__spatial_aware': False, 'model__neck__1__task_aware': False}),
+    _row('atss-dyhead4-L', _DYH, 'scale-aware only',
+         **{_BLOCKS: 4, 'model__neck__1__spatial_aware': False,
+            'model__neck__1__task_aware': False}),
+    _row('atss-dyhead4-S', _DYH, 'spatial-aware only',
+         **{_BLOCKS: 4, 'model__neck__1__scale_aware': False,
+            'model__neck__1__task_aware': False}),
+    _row('atss-dyhead4-C', _DYH, 'task-aware only',
+         **{_BLOCKS: 4, 'model__neck__1__scale_aware': False,
+            'model__neck__1__spatial_aware': False}),
+    # the recipe: a GroupNorm in the FPN (its P6/P7 grow unboundedly from scratch, and
+    # DyHead's first offset conv reads them as they are), for both sides of the pair
+    _row('atss-fpngn', _ATSS, 'ATSS, 4 stacked convs, FPN with GN',
+         **{'model__neck__norm_cfg__type': 'GN', 'model__neck__norm_cfg__num_groups': 16}),
+    _row('atss-dyhead4-fpngn', _DYH, 'ATSS + DynamicHead, 4 blocks, FPN with GN',
+         **{_BLOCKS: 4, 'model__neck__0__norm_cfg__type': 'GN',
+            'model__neck__0__norm_cfg__num_groups': 16}),
+    _row('atss-dyhead4-fpngn-off1', _DYH,
+         'ATSS + DynamicHead, 4 blocks, FPN with GN, offset lr x1',
+         **{_BLOCKS: 4, 'model__neck__0__norm_cfg__type': 'GN',
+            'model__neck__0__norm_cfg__num_groups': 16,
+            'optim_wrapper__paramwise_cfg__custom_keys__offset_conv__lr_mult': 1.0}),
+    # the other detectors
+    _row('fcos', 'fcos_r18_fpn_16e_shapes.py', 'FCOS, 4 stacked convs'),
+    _row('fcos-dyhead', 'fcos_r18_fpn_dyhead_16e_shapes.py', 'FCOS + DynamicHead'),
+    _row('retinanet', 'retinanet_r18_fpn_16e_shapes.py', 'RetinaNet, 4 stacked convs'),
+    _row('retinanet-dyhead', 'retinanet_r18_fpn_dyhead_16e_shapes.py', 'RetinaNet + DynamicHead'),
+    _row('faster-rcnn', 'faster-rcnn_r18_fpn_16e_shapes.py', 'Faster R-CNN, 2 shared FCs'),
+    _row('faster-rcnn-dyhead', 'faster-rcnn_r18_fpn_dyhead_16e_shapes.py',
+         'Faster R-CNN + DynamicHead on P2-P6'),
+    _row('faster-rcnn-dyhead-2stage', 'faster-rcnn_r18_fpn_dyhead-2stage_16e_shapes.py',
+         'Faster R-CNN, two-stage form (Fig. 2c)'),
+]}
+
+
+def add_rows(rows: Sequence[Row]):
+    """Register more rows (recipe variants live next to the rows they vary)."""
+    for r in rows:
+        ROWS[r.name] = r
+
+
+def schedule_options(epochs: int, seed: int, val_interval: int) -> List[str]:
+    """cfg-options for a run of ``epochs`` (the demo configs' warm-up + cosine schedule)."""
+    return [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={val_interval}',
+            f'param_scheduler.1.end={epochs}', f'param_scheduler.1.T_max={epochs}',
+            f'default_hooks.checkpoint.interval={epochs}', f'randomness.seed={seed}']
+
+
+def row_options(row: Row) -> List[str]:
+    return [f'{k}={v}' for k, v in row.options]
+
+
+def run_name(row: str, epochs: int, seed: int) -> str:
+    return f'{row}_e{epochs}_s{seed}'
+
+
+def read_scalars(work_dir: str) -> Tuple[List[dict], dict, Optional[float]]:
+    """From mmengine's scalars.json: the val curve [{epoch, bbox_mAP, ...}], the last val's
+    metrics, and the mean training loss over the last epoch's log lines."""
+    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    if not files:
+        raise FileNotFoundError(f'no scalars.json under {work_dir}')
+    train, val = [], []
+    with open(files[-1]) as f:
+        for line in f:
+            rec = json.loads(line)
+            (val if 'coco/bbox_mAP' in rec else train).append(rec)
+    curve = [dict(epoch=int(r['step']), **{k.split('/')[-1]: round(float(v), 4)
+                                           for k, v in r.items() if k.startswith('coco/')})
+             for r in val]
+    last_epoch = max((r.get('epoch', 0) for r in train), default=0)
+    losses = [r['loss'] for r in train if r.get('epoch') == last_epoch and 'loss' in r]
+    return curve, (curve[-1] if curve else {}), (statistics.fmean(losses) if losses else None)
+
+
+def measure(config: str, options: Sequence[str], checkpoint: Optional[str],
+            iters: int = 20) -> dict:
+    """Latency (batch 1, 320x320, predict with pre/post-processing), FLOPs and parameters."""
+    from mmengine.config import Config
+
+    from .utils.build import build_detector, num_classes_of, synthetic_batch
+    from .utils.flops import count_flops
+    from .utils.machine import machine_name
+    from .utils.timing import summarize, time_inference
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    if options:
+        cfg.merge_from_dict(dict(_parse_option(o) for o in options))
+    model = build_detector(cfg, 'cpu', checkpoint)
+    lat, iqr = summarize(time_inference(model, synthetic_batch(1, 320, 320, num_classes_of(cfg)),
+                                        'cpu', iters, 3))
+    r = count_flops(model, 320, 320)
+    return dict(latency_ms=round(lat * 1000, 2), latency_iqr_ms=round(iqr * 1000, 2),
+                gflops=round(r['flops'] / 1e9, 4), neck_gflops=round(r['neck_flops'] / 1e9, 4),
+                params_m=round(r['params'] / 1e6, 4), machine=machine_name())
+
+
+def _parse_option(opt: str):
+    from mmengine.config import DictAction  # the parser of --cfg-options, so both agree
+    key, value = opt.split('=', 1)
+    return key, DictAction._parse_iterable(value)
+
+
+def _run(cmd: List[str], log: str):
+    with open(log, 'w') as f:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise RuntimeError(f'failed ({proc.returncode}): {" ".join(cmd)}; see {log}')
+
+
+def run(row: Row, seed: int, epochs: int, val_interval: int, work_root: str,
+        results_dir: str = RESULTS_DIR) -> dict:
+    """Train, validate and measure one run; save and return its result."""
+    name = run_name(row.name, epochs, seed)
+    work = osp.join(work_root, name)
+    os.makedirs(work, exist_ok=True)
+    opts = row_options(row)
+    t0 = time.perf_counter()
+    _run([sys.executable, 'tools/train.py', row.config, '--work-dir', work, '--cfg-options',
+          *opts, *schedule_options(epochs, seed, val_interval)], osp.join(work, 'train.log'))
+    train_s = time.perf_counter() - t0
+    curve, final, loss = read_scalars(work)
+    with open(osp.join(work, 'last_checkpoint')) as f:
+        ckpt = f.read().strip()
+    bench = osp.join(work, 'measure.json')
+    _run([sys.executable, '-m', 'mmdet_dyhead.study', 'measure', row.config, ckpt, bench, *opts],
+         osp.join(work, 'measure.log'))
+    with open(bench) as f:
+        m = json.load(f)
+    result = dict(row=row.name, label=row.label, config=row.config, options=opts, seed=seed,
+                  epochs=epochs, val_interval=val_interval,
+                  **{k: v for k, v in final.items() if k != 'epoch'},
+                  final_train_loss=None if loss is None else round(loss, 4),
+                  train_s=round(train_s, 1), curve=curve, **m,
+                  date=time.strftime('%Y-%m-%d'))
+    save(result, results_dir)
+    return result
+
+
+def save(result: dict, results_dir: str = RESULTS_DIR) -> str:
+    os.makedirs(results_dir, exist_ok=True)
+    path = osp.join(results_dir, run_name(result['row'], result['epochs'], result['seed']) + '.json')
+    with open(path, 'w') as f:
+        json.dump(result, f, indent=1)
+        f.write('\n')
+    return path
+
+
+def load_results(results_dir: str = RESULTS_DIR) -> List[dict]:
+    out = []
+    for path in sorted(glob.glob(osp.join(results_dir, '*_e*_s*.json'))):
+        with open(path) as f:
+            out.append(json.load(f))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# tables and plots, regenerated from the saved runs
+
+@dataclass
+class Summary:
+    """The runs of one row at one schedule."""
+    row: str
+    label: str
+    epochs: int
+    runs: List[dict] = field(default_factory=list)
+
+    def values(self, key: str) -> List[float]:
+        return [r[key] for r in self.runs if r.get(key) is not None]
+
+    def mean(self, key: str) -> float:
+        return statistics.fmean(self.values(key))
+
+    def std(self, key: str) -> float:
+        v = self.values(key)
+        return statistics.stdev(v) if len(v) > 1 else float('nan')
+
+    def median(self, key: str) -> float:
+        return statistics.median(self.values(key))
+
+
+def summarize_rows(results: Sequence[dict], rows: Sequence[str], epochs: int) -> List[Summary]:
+    out = []
+    for name in rows:
+        runs = sorted((r for r in results if r['row'] == name and r['epochs'] == epochs),
+                      key=lambda r: r['seed'])
+        if runs:
+            out.append(Summary(name, runs[0]['label'], epochs, runs))
+    return out
+
+
+def _pm(s: Summary, key: str, digits: int = 3) -> str:
+    m, sd = s.mean(key), s.std(key)
+    return f'{m:.{digits}f}' if math.isnan(sd) else f'{m:.{digits}f} ± {sd:.{digits}f}'
+
+
+def table(summaries: Sequence[Summary], ref: Optional[str] = None) -> str:
+    """Markdown: mean ± std (sample std over seeds) of mAP, mAP@50, mAP@75, final training loss,
+    and the medians of training time, latency, FLOPs and parameters."""
+    rows = ['| row | seeds | mAP | mAP@50 | mAP@75 | final train loss | training | '
+            'latency (1 img) | GFLOPs | params |',
+            '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    base = next((s for s in summaries if s.row == ref), None)
+    for s in summaries:
+        lat = f'{s.median("latency_ms"):.0f} ms'
+        if base is not None and s is not base:
+            lat += f' ({s.median("latency_ms") / base.median("latency_ms"):.2f}x)'
+        seeds = ','.join(str(r['seed']) for r in s.runs)
+        rows.append(f'| {s.label} | {seeds} | {_pm(s, "bbox_mAP")} | {_pm(s, "bbox_mAP_50")} '
+                    f'| {_pm(s, "bbox_mAP_75")} | {_pm(s, "final_train_loss", 2)} '
+                    f'| {s.median("train_s") / 60:.1f} min | {lat} | {s.median("gflops"):.2f} '
+                    f'| {s.median("params_m"):.2f} M |')
+    return '\n'.join(rows) + '\n'
+
+
+# The README's study sections: (marker, rows, schedule); each is a table of those rows.
+SECTIONS: List[Tuple[str, Tuple[str, ...], int]] = [
+    ('main', ('atss', 'atss-dyhead2', 'atss-dyhead4'), 16),
+    ('ablation', ('atss', 'atss-dyhead4-none', 'atss-dyhead4-L', 'atss-dyhead4-S',
+                  'atss-dyhead4-C', 'atss-dyhead4'), 16),
+    ('depth', ('atss', 'atss-dyhead1', 'atss-dyhead2', 'atss-dyhead4', 'atss-dyhead6'), 16),
+    ('offsets', ('atss-dyhead4', 'atss-dyhead4-legacy'), 16),
+    ('detectors', ('fcos', 'fcos-dyhead', 'retinanet', 'retinanet-dyhead', 'faster-rcnn',
+                   'faster-rcnn-dyhead', 'faster-rcnn-dyhead-2stage'), 16),
+]
+
+
+def sections(results: Sequence[dict]) -> Dict[str, str]:
+    out = {}
+    for marker, rows, epochs in SECTIONS:
+        summaries = summarize_rows(results, rows, epochs)
+        if summaries:
+            out[marker] = table(summaries, ref=summaries[0].row)
+    return out
+
+
+def marker(name: str) -> Tuple[str, str]:
+    return f'<!-- study:{name}:begin -->', f'<!-- study:{name}:end -->'
+
+
+def readme_section(text: str, name: str) -> Optional[str]:
+    begin, end = marker(name)
+    if begin not in text:
+        return None
+    return text.split(begin, 1)[1].split(end, 1)[0].strip('\n') + '\n'
+
+
+def update_readme(text: str, tables: Dict[str, str]) -> str:
+    """Replace each ``<!-- study:NAME:begin --> ... end -->`` block that has a table."""
+    for name, md in tables.items():
+        begin, end = marker(name)
+        if begin not in text or end not in text:
+            continue
+        head, rest = text.split(begin, 1)
+        text = head + begin + '\n' + md + end + rest.split(end, 1)[1]
+    return text
+
+
+def plot_curves(results: Sequence[dict], rows: Sequence[str], epochs: int, path: str):
+    """Val mAP against epoch, mean over seeds with the min-max band, one line per row."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s in summarize_rows(results, rows, epochs):
+        by_epoch: Dict[int, List[float]] = {}
+        for r in s.runs:
+            for p in r['curve']:
+                by_epoch.setdefault(p['epoch'], []).append(p['bbox_mAP'])
+        xs = sorted(by_epoch)
+        ax.plot(xs, [statistics.fmean(by_epoch[x]) for x in xs], marker='o',
+                label=f'{s.label} ({len(s.runs)} seeds)')
+        ax.fill_between(xs, [min(by_epoch[x]) for x in xs], [max(by_epoch[x]) for x in xs],
+                        alpha=0.2)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('val bbox mAP')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_map_vs_latency(results: Sequence[dict], rows: Sequence[str], epochs: int, path: str):
+    """Mean mAP (std as error bar) against median latency, one point per row."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s in summarize_rows(results, rows, epochs):
+        sd = s.std('bbox_mAP')
+        ax.errorbar(s.median('latency_ms'), s.mean('bbox_mAP'),
+                    yerr=None if math.isnan(sd) else sd, marker='o', capsize=3,
+                    label=f'{s.label} ({s.median("gflops"):.2f} GFLOPs)')
+    ax.set_xlabel('CPU latency, batch 1, 320x320 (ms)')
+    ax.set_ylabel('val bbox mAP')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+PLOTS = (('curves.png', plot_curves, SECTIONS[0][1], 16),
+         ('map_vs_latency.png', plot_map_vs_latency,
+          ('atss', 'atss-dyhead1', 'atss-dyhead2', 'atss-dyhead4', 'atss-dyhead6'), 16))
+
+
+def write_plots(results: Sequence[dict], out_dir: str = RESULTS_DIR) -> List[str]:
+    paths = []
+    for fname, fn, rows, epochs in PLOTS:
+        if summarize_rows(results, rows, epochs):
+            paths.append(osp.join(out_dir, fname))
+            fn(results, rows, epochs, paths[-1])
+    return paths
+
+
+def _main(argv: Sequence[str]):
+    # `python -m mmdet_dyhead.study measure CONFIG CKPT OUT.json [OPTIONS...]`: a fresh process,
+    # so one run's memory and threads do not colour the next measurement
+    if len(argv) >= 4 and argv[0] == 'measure':
+        config, ckpt, out, *opts = argv[1:]
+        with open(out, 'w') as f:
+            json.dump(measure(config, opts, ckpt), f, indent=1)
+        return
+    raise SystemExit('usage: python -m mmdet_dyhead.study measure CONFIG CKPT OUT.json [K=V ...]')
+
+
+if __name__ == '__main__':
+    _main(sys.argv[1:])

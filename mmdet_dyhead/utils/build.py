@@ -1,0 +1,38 @@
+"""Detectors from configs, and synthetic batches to feed them (CPU or GPU)."""
+from typing import Optional
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+
+def build_detector(cfg: Config, device: str = 'cpu', checkpoint: Optional[str] = None):
+    """The config's model on ``device``, with the backbone's pretrained init left out (no network)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    import mmdet_dyhead  # noqa: F401
+
+    from ..config_check import check_model_cfg
+    model_cfg = ConfigDict(cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else cfg.model)
+    check_model_cfg(model_cfg)
+    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
+        model_cfg.backbone.init_cfg = None
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    if checkpoint:
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    return model.to(device)
+
+
+def synthetic_batch(batch_size: int, height: int, width: int, num_classes: int, seed: int = 0):
+    """A packed batch (images and boxes) as a dataloader would give it."""
+    from mmdet.testing import demo_mm_inputs
+    torch.manual_seed(seed)
+    return demo_mm_inputs(batch_size, [[3, height, width]] * batch_size, num_items=[5] * batch_size,
+                          num_classes=num_classes, with_mask=False)
+
+
+def num_classes_of(cfg: Config) -> int:
+    head = cfg.model.get('bbox_head') or cfg.model.roi_head.bbox_head
+    return head['num_classes'] if isinstance(head, dict) else head[0]['num_classes']

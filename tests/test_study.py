@@ -1,0 +1,93 @@
+"""The accuracy study's bookkeeping: reading mmengine's logs, aggregating seeds, and the README's
+study tables being exactly what the saved runs give."""
+import json
+import os.path as osp
+import statistics
+
+import pytest
+
+from mmdet_dyhead import study
+
+
+def _fake_run(row, seed, mAP, epochs=16, **extra):
+    r = dict(row=row, label=study.ROWS[row].label, config=study.ROWS[row].config, options=[],
+             seed=seed, epochs=epochs, val_interval=8, bbox_mAP=mAP, bbox_mAP_50=mAP + 0.2,
+             bbox_mAP_75=mAP + 0.05, final_train_loss=1.0 + seed / 10, train_s=600.0 + seed,
+             latency_ms=20.0 + seed, gflops=1.5, params_m=3.3,
+             curve=[dict(epoch=8, bbox_mAP=mAP / 2), dict(epoch=16, bbox_mAP=mAP)])
+    r.update(extra)
+    return r
+
+
+def test_read_scalars_curve_final_and_last_epoch_loss(tmp_path):
+    vis = tmp_path / '20260101_000000' / 'vis_data'
+    vis.mkdir(parents=True)
+    lines = [dict(loss=3.0, epoch=1, iter=10, step=10), dict(loss=2.0, epoch=2, iter=20, step=20),
+             {'coco/bbox_mAP': 0.1, 'coco/bbox_mAP_50': 0.2, 'step': 2},
+             dict(loss=1.5, epoch=4, iter=30, step=30), dict(loss=0.5, epoch=4, iter=40, step=40),
+             {'coco/bbox_mAP': 0.3, 'coco/bbox_mAP_50': 0.5, 'step': 4}]
+    (vis / 'scalars.json').write_text('\n'.join(json.dumps(x) for x in lines) + '\n')
+    curve, final, loss = study.read_scalars(str(tmp_path))
+    assert curve == [dict(epoch=2, bbox_mAP=0.1, bbox_mAP_50=0.2),
+                     dict(epoch=4, bbox_mAP=0.3, bbox_mAP_50=0.5)]
+    assert final == curve[-1]
+    assert loss == pytest.approx(1.0)  # mean of the last epoch's two log lines only
+
+
+def test_read_scalars_without_log_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        study.read_scalars(str(tmp_path))
+
+
+def test_table_reports_mean_and_sample_std_over_seeds():
+    runs = [_fake_run('atss', s, m) for s, m in enumerate([0.40, 0.42, 0.47])]
+    runs += [_fake_run('atss-dyhead4', 0, 0.5, latency_ms=30.0)]
+    md = study.table(study.summarize_rows(runs, ['atss', 'atss-dyhead4'], 16), ref='atss')
+    base, dyh = md.splitlines()[2:4]
+    m, sd = statistics.fmean([0.40, 0.42, 0.47]), statistics.stdev([0.40, 0.42, 0.47])
+    assert f'{m:.3f} ± {sd:.3f}' in base and '| 0,1,2 |' in base
+    assert '| 0.500 |' in dyh  # one seed: no spread is claimed
+    assert '30 ms (1.43x)' in dyh  # latency against the median of the reference row (21 ms)
+
+
+def test_runs_of_another_schedule_are_not_mixed_in():
+    runs = [_fake_run('atss', 0, 0.4), _fake_run('atss', 1, 0.9, epochs=8)]
+    (s,) = study.summarize_rows(runs, ['atss'], 16)
+    assert [r['seed'] for r in s.runs] == [0]
+
+
+def test_update_readme_replaces_only_marked_blocks():
+    text = 'a\n<!-- study:main:begin -->\nold\n<!-- study:main:end -->\nb\n'
+    new = study.update_readme(text, {'main': '| t |\n', 'depth': '| d |\n'})
+    assert new == 'a\n<!-- study:main:begin -->\n| t |\n<!-- study:main:end -->\nb\n'
+    assert study.readme_section(new, 'main') == '| t |\n'
+
+
+def test_save_and_load_round_trip(tmp_path):
+    r = _fake_run('atss-dyhead2', 3, 0.5)
+    path = study.save(r, str(tmp_path))
+    assert osp.basename(path) == 'atss-dyhead2_e16_s3.json'
+    assert study.load_results(str(tmp_path)) == [r]
+
+
+def test_every_row_builds_its_options_into_the_config():
+    from mmengine.config import Config
+    row = study.ROWS['atss-dyhead4-S']
+    cfg = Config.fromfile(osp.join(study.ROOT, row.config))
+    cfg.merge_from_dict(dict(study._parse_option(o) for o in study.row_options(row)))
+    neck = cfg.model.neck[1]
+    assert (neck.num_blocks, neck.scale_aware, neck.task_aware) == (4, False, False)
+    assert neck.get('spatial_aware', True) is True
+    for r in study.ROWS.values():
+        assert osp.isfile(osp.join(study.ROOT, r.config)), r.name
+
+
+def test_readme_study_tables_are_what_the_saved_runs_give():
+    results = study.load_results()
+    with open(osp.join(study.ROOT, 'README.md')) as f:
+        readme = f.read()
+    tables = study.sections(results)
+    for name, md in tables.items():
+        assert study.readme_section(readme, name) == md, (
+            f'README study table "{name}" differs from docs/study/*.json; '
+            f'run python tools/study.py tables --update-readme')

@@ -41,41 +41,44 @@ def _row(name, config, label, **options) -> Row:
 
 _ATSS, _DYH = 'atss_r18_fpn_16e_shapes.py', 'atss_r18_fpn_dyhead_16e_shapes.py'
 _BLOCKS = 'model__neck__1__num_blocks'
+# Each row sets the keys the study varies explicitly, so a row means the same thing whatever the
+# demo configs' defaults become: the FPN's norm, DynamicHead's depth and hard sigmoid.
+_PLAIN_FPN = {'model__neck__norm_cfg': None}
+_PLAIN_FPN_DY = {'model__neck__0__norm_cfg': None, 'model__neck__1__hsigmoid': 'reference'}
+_GN_FPN = {'model__neck__norm_cfg__type': 'GN', 'model__neck__norm_cfg__num_groups': 16}
+_GN_FPN_DY = {'model__neck__0__norm_cfg__type': 'GN', 'model__neck__0__norm_cfg__num_groups': 16}
+_RECIPE = {**_GN_FPN_DY, 'model__neck__1__hsigmoid': 'paper'}  # the demo config's
+_ALL_OFF = {'model__neck__1__scale_aware': False, 'model__neck__1__spatial_aware': False,
+            'model__neck__1__task_aware': False}
 ROWS: Dict[str, Row] = {r.name: r for r in [
-    # main pairs: the baseline head against DynamicHead at its demo depth and at equal FLOPs
-    _row('atss', _ATSS, 'ATSS, 4 stacked convs'),
-    _row('atss-dyhead1', _DYH, 'ATSS + DynamicHead, 1 block', **{_BLOCKS: 1}),
-    _row('atss-dyhead2', _DYH, 'ATSS + DynamicHead, 2 blocks'),
-    _row('atss-dyhead4', _DYH, 'ATSS + DynamicHead, 4 blocks', **{_BLOCKS: 4}),
-    _row('atss-dyhead6', _DYH, 'ATSS + DynamicHead, 6 blocks', **{_BLOCKS: 6}),
-    _row('atss-dyhead4-legacy', _DYH, 'ATSS + DynamicHead, 4 blocks, legacy offsets',
-         **{_BLOCKS: 4, 'model__neck__1__legacy_offsets': True}),
-    # Table 1 of the paper, in miniature: each attention on its own, none, all (4 blocks)
-    _row('atss-dyhead4-none', _DYH, 'no attention (plain convs, level mean, ReLU)',
-         **{_BLOCKS: 4, 'model__neck__1__scale_aware': False,
-            'model__neck__1__spatial_aware': False, 'model__neck__1__task_aware': False}),
-    _row('atss-dyhead4-L', _DYH, 'scale-aware only',
-         **{_BLOCKS: 4, 'model__neck__1__spatial_aware': False,
-            'model__neck__1__task_aware': False}),
-    _row('atss-dyhead4-S', _DYH, 'spatial-aware only',
-         **{_BLOCKS: 4, 'model__neck__1__scale_aware': False,
-            'model__neck__1__task_aware': False}),
-    _row('atss-dyhead4-C', _DYH, 'task-aware only',
-         **{_BLOCKS: 4, 'model__neck__1__scale_aware': False,
-            'model__neck__1__spatial_aware': False}),
-    # the recipe: a GroupNorm in the FPN (its P6/P7 grow unboundedly from scratch, and
-    # DyHead's first offset conv reads them as they are), for both sides of the pair
-    _row('atss-fpngn', _ATSS, 'ATSS, 4 stacked convs, FPN with GN',
-         **{'model__neck__norm_cfg__type': 'GN', 'model__neck__norm_cfg__num_groups': 16}),
-    _row('atss-dyhead4-fpngn', _DYH, 'ATSS + DynamicHead, 4 blocks, FPN with GN',
-         **{_BLOCKS: 4, 'model__neck__0__norm_cfg__type': 'GN',
-            'model__neck__0__norm_cfg__num_groups': 16}),
-    _row('atss-dyhead4-fpngn-off1', _DYH,
-         'ATSS + DynamicHead, 4 blocks, FPN with GN, offset lr x1',
-         **{_BLOCKS: 4, 'model__neck__0__norm_cfg__type': 'GN',
-            'model__neck__0__norm_cfg__num_groups': 16,
+    # how the recipe was found (ATSS, 4 blocks = the FLOPs of the 2 x 4 stacked convs)
+    _row('atss', _ATSS, 'ATSS, 4 stacked convs, plain FPN', **_PLAIN_FPN),
+    _row('atss-dyhead4', _DYH, 'DynamicHead 4, plain FPN', **{_BLOCKS: 4, **_PLAIN_FPN_DY}),
+    _row('atss-fpngn', _ATSS, 'ATSS, 4 stacked convs, FPN with GN', **_GN_FPN),
+    _row('atss-dyhead4-fpngn', _DYH, 'DynamicHead 4, FPN with GN',
+         **{_BLOCKS: 4, **_GN_FPN_DY, 'model__neck__1__hsigmoid': 'reference'}),
+    _row('atss-dyhead4-fpngn-off1', _DYH, 'DynamicHead 4, FPN with GN, offset lr x1',
+         **{_BLOCKS: 4, **_GN_FPN_DY, 'model__neck__1__hsigmoid': 'reference',
             'optim_wrapper__paramwise_cfg__custom_keys__offset_conv__lr_mult': 1.0}),
-    # the other detectors
+    _row('atss-dyhead4-fpngn-hsp', _DYH,
+         "DynamicHead 4, FPN with GN, the paper's hard sigmoid (the demo recipe)",
+         **{_BLOCKS: 4, **_RECIPE}),
+    # depth, on the recipe
+    _row('atss-dyhead1', _DYH, 'DynamicHead 1', **{_BLOCKS: 1, **_RECIPE}),
+    _row('atss-dyhead2', _DYH, 'DynamicHead 2', **{_BLOCKS: 2, **_RECIPE}),
+    _row('atss-dyhead6', _DYH, 'DynamicHead 6', **{_BLOCKS: 6, **_RECIPE}),
+    _row('atss-dyhead4-legacy', _DYH, 'DynamicHead 4, legacy offsets',
+         **{_BLOCKS: 4, **_RECIPE, 'model__neck__1__legacy_offsets': True}),
+    # Table 1 of the paper, in miniature (4 blocks, the recipe): none, each alone
+    _row('atss-dyhead4-none', _DYH, 'no attention (plain convs, level mean, ReLU)',
+         **{_BLOCKS: 4, **_RECIPE, **_ALL_OFF}),
+    _row('atss-dyhead4-L', _DYH, 'scale-aware only',
+         **{_BLOCKS: 4, **_RECIPE, **_ALL_OFF, 'model__neck__1__scale_aware': True}),
+    _row('atss-dyhead4-S', _DYH, 'spatial-aware only',
+         **{_BLOCKS: 4, **_RECIPE, **_ALL_OFF, 'model__neck__1__spatial_aware': True}),
+    _row('atss-dyhead4-C', _DYH, 'task-aware only',
+         **{_BLOCKS: 4, **_RECIPE, **_ALL_OFF, 'model__neck__1__task_aware': True}),
+    # the other detectors (their demo configs as they are)
     _row('fcos', 'fcos_r18_fpn_16e_shapes.py', 'FCOS, 4 stacked convs'),
     _row('fcos-dyhead', 'fcos_r18_fpn_dyhead_16e_shapes.py', 'FCOS + DynamicHead'),
     _row('retinanet', 'retinanet_r18_fpn_16e_shapes.py', 'RetinaNet, 4 stacked convs'),
@@ -86,12 +89,6 @@ ROWS: Dict[str, Row] = {r.name: r for r in [
     _row('faster-rcnn-dyhead-2stage', 'faster-rcnn_r18_fpn_dyhead-2stage_16e_shapes.py',
          'Faster R-CNN, two-stage form (Fig. 2c)'),
 ]}
-
-
-def add_rows(rows: Sequence[Row]):
-    """Register more rows (recipe variants live next to the rows they vary)."""
-    for r in rows:
-        ROWS[r.name] = r
 
 
 def schedule_options(epochs: int, seed: int, val_interval: int) -> List[str]:
@@ -269,11 +266,14 @@ def table(summaries: Sequence[Summary], ref: Optional[str] = None) -> str:
 
 # The README's study sections: (marker, rows, schedule); each is a table of those rows.
 SECTIONS: List[Tuple[str, Tuple[str, ...], int]] = [
-    ('main', ('atss', 'atss-dyhead2', 'atss-dyhead4'), 16),
-    ('ablation', ('atss', 'atss-dyhead4-none', 'atss-dyhead4-L', 'atss-dyhead4-S',
-                  'atss-dyhead4-C', 'atss-dyhead4'), 16),
-    ('depth', ('atss', 'atss-dyhead1', 'atss-dyhead2', 'atss-dyhead4', 'atss-dyhead6'), 16),
-    ('offsets', ('atss-dyhead4', 'atss-dyhead4-legacy'), 16),
+    ('main', ('atss-fpngn', 'atss-dyhead4-fpngn', 'atss-dyhead4-fpngn-hsp'), 16),
+    ('recipe', ('atss', 'atss-dyhead4', 'atss-fpngn', 'atss-dyhead4-fpngn',
+                'atss-dyhead4-fpngn-off1', 'atss-dyhead4-fpngn-hsp'), 16),
+    ('ablation', ('atss-fpngn', 'atss-dyhead4-none', 'atss-dyhead4-L', 'atss-dyhead4-S',
+                  'atss-dyhead4-C', 'atss-dyhead4-fpngn-hsp'), 16),
+    ('depth', ('atss-fpngn', 'atss-dyhead1', 'atss-dyhead2', 'atss-dyhead4-fpngn-hsp',
+               'atss-dyhead6'), 16),
+    ('offsets', ('atss-dyhead4-fpngn-hsp', 'atss-dyhead4-legacy'), 16),
     ('detectors', ('fcos', 'fcos-dyhead', 'retinanet', 'retinanet-dyhead', 'faster-rcnn',
                    'faster-rcnn-dyhead', 'faster-rcnn-dyhead-2stage'), 16),
 ]
@@ -310,12 +310,27 @@ def update_readme(text: str, tables: Dict[str, str]) -> str:
     return text
 
 
-def plot_curves(results: Sequence[dict], rows: Sequence[str], epochs: int, path: str):
-    """Val mAP against epoch, mean over seeds with the min-max band, one line per row."""
+def _axes():
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    return plt.subplots(figsize=(6, 4))
+
+
+def _save(fig, ax, xlabel: str, path: str):
+    import matplotlib.pyplot as plt
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel('val bbox mAP')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(results: Sequence[dict], rows: Sequence[str], epochs: int, path: str):
+    """Val mAP against epoch, mean over seeds with the min-max band, one line per row."""
+    fig, ax = _axes()
     for s in summarize_rows(results, rows, epochs):
         by_epoch: Dict[int, List[float]] = {}
         for r in s.runs:
@@ -326,38 +341,22 @@ def plot_curves(results: Sequence[dict], rows: Sequence[str], epochs: int, path:
                 label=f'{s.label} ({len(s.runs)} seeds)')
         ax.fill_between(xs, [min(by_epoch[x]) for x in xs], [max(by_epoch[x]) for x in xs],
                         alpha=0.2)
-    ax.set_xlabel('epoch')
-    ax.set_ylabel('val bbox mAP')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, 'epoch', path)
 
 
 def plot_map_vs_latency(results: Sequence[dict], rows: Sequence[str], epochs: int, path: str):
     """Mean mAP (std as error bar) against median latency, one point per row."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes()
     for s in summarize_rows(results, rows, epochs):
         sd = s.std('bbox_mAP')
         ax.errorbar(s.median('latency_ms'), s.mean('bbox_mAP'),
                     yerr=None if math.isnan(sd) else sd, marker='o', capsize=3,
                     label=f'{s.label} ({s.median("gflops"):.2f} GFLOPs)')
-    ax.set_xlabel('CPU latency, batch 1, 320x320 (ms)')
-    ax.set_ylabel('val bbox mAP')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, 'CPU latency, batch 1, 320x320 (ms)', path)
 
 
 PLOTS = (('curves.png', plot_curves, SECTIONS[0][1], 16),
-         ('map_vs_latency.png', plot_map_vs_latency,
-          ('atss', 'atss-dyhead1', 'atss-dyhead2', 'atss-dyhead4', 'atss-dyhead6'), 16))
+         ('map_vs_latency.png', plot_map_vs_latency, SECTIONS[1][1], 16))
 
 
 def write_plots(results: Sequence[dict], out_dir: str = RESULTS_DIR) -> List[str]:

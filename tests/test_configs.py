@@ -13,12 +13,48 @@ COCO = sorted(glob.glob(osp.join(ROOT, 'configs', '*.py')))
 DEMO = sorted(glob.glob(osp.join(ROOT, 'configs', 'demo', '*.py')))
 
 
-def test_every_family_has_configs():
+@pytest.mark.parametrize('path', COCO + DEMO, ids=osp.basename)
+def test_config_name_says_what_it_holds(path):
+    """mmdet's naming, {detector}_{backbone}_{neck}_{schedule}_{data}.py, read back from the
+    config: a renamed or copied file that no longer matches its name fails here."""
+    name = osp.splitext(osp.basename(path))[0]
+    detector, backbone, *rest = name.split('_')
+    cfg = Config.fromfile(path)
+    model = cfg.model
+    assert model.type.lower().replace('rcnn', '-rcnn') == detector, (model.type, detector)
+    depth, *style = backbone[1:].split('-')
+    assert backbone[0] == 'r' and model.backbone.depth == int(depth)
+    assert model.backbone.get('style', 'pytorch') == (style[0] if style else 'pytorch')
+    necks = model.neck if isinstance(model.neck, list) else [model.neck]
+    assert necks[0].type == 'FPN'
+    has_dyhead = any(n.type == 'DynamicHead' for n in necks)
+    assert has_dyhead == any(p.startswith('dyhead') for p in rest)
+    if 'dyhead-2stage' in rest:
+        assert necks[1].task_aware is False
+        assert model.roi_head.bbox_head.type == 'TaskAwareBBoxHead'
+    head = model.get('bbox_head')
+    if 'gn-head' in rest:
+        import inspect
+
+        from mmdet.registry import MODELS
+        default = inspect.signature(MODELS.get(head.type).__init__).parameters['norm_cfg'].default
+        assert head.get('norm_cfg', default)['type'] == 'GN'
+    if has_dyhead and head is not None:
+        assert head.stacked_convs == 0  # DyHead replaces the head's stacked convs
+    schedule, data = rest[-2], rest[-1]
+    epochs = {'1x': 12, '2x': 24}.get(schedule) or int(schedule.rstrip('e'))
+    assert cfg.train_cfg.max_epochs == epochs
+    assert {'coco': 'data/coco/', 'shapes': 'data/shapes/'}[data] == cfg.train_dataloader.dataset.data_root
+
+
+def test_every_family_has_a_coco_config_and_a_demo_pair():
     names = [osp.basename(c) for c in COCO]
+    demo = [osp.basename(c) for c in DEMO]
     for fam in ('atss', 'fcos', 'retinanet', 'faster-rcnn'):
-        assert any(n.startswith(fam) and 'dyhead' in n for n in names), fam
+        assert any(n.startswith(fam + '_') and 'dyhead' in n for n in names), fam
+        assert any(n.startswith(fam + '_') and 'dyhead' in n for n in demo), fam
+        assert any(n.startswith(fam + '_') and 'dyhead' not in n for n in demo), fam
     assert any('dyhead-2stage' in n for n in names)
-    assert len(DEMO) >= 9
 
 
 @pytest.mark.parametrize('path', COCO, ids=osp.basename)

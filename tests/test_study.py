@@ -70,16 +70,41 @@ def test_save_and_load_round_trip(tmp_path):
     assert study.load_results(str(tmp_path)) == [r]
 
 
-def test_every_row_builds_its_options_into_the_config():
+def _row_cfg(name):
     from mmengine.config import Config
-    row = study.ROWS['atss-dyhead4-S']
+    row = study.ROWS[name]
     cfg = Config.fromfile(osp.join(study.ROOT, row.config))
     cfg.merge_from_dict(dict(study._parse_option(o) for o in study.row_options(row)))
-    neck = cfg.model.neck[1]
-    assert (neck.num_blocks, neck.scale_aware, neck.task_aware) == (4, False, False)
-    assert neck.get('spatial_aware', True) is True
+    return cfg
+
+
+def test_rows_set_what_they_vary_whatever_the_configs_defaults():
+    neck = _row_cfg('atss-dyhead4-S').model.neck
+    assert (neck[1].num_blocks, neck[1].scale_aware, neck[1].task_aware) == (4, False, False)
+    assert neck[1].spatial_aware is True
+    assert _row_cfg('atss').model.neck.norm_cfg is None  # the plain FPN, though the base has GN
+    assert _row_cfg('atss-dyhead4').model.neck[0].norm_cfg is None
+    assert _row_cfg('atss-dyhead4').model.neck[1].hsigmoid == 'reference'
     for r in study.ROWS.values():
         assert osp.isfile(osp.join(study.ROOT, r.config)), r.name
+
+
+def test_the_demo_configs_are_the_recipe_rows():
+    """make demo trains what the study's recipe rows measured."""
+    from mmengine.config import Config
+    for row, config in (('atss-fpngn', 'atss_r18_fpn_16e_shapes.py'),
+                        ('atss-dyhead4-fpngn-hsp', 'atss_r18_fpn_dyhead_16e_shapes.py')):
+        got = _row_cfg(row).model
+        demo = Config.fromfile(osp.join(study.ROOT, 'configs/demo', config)).model
+        strip = (lambda n: {k: v for k, v in n.items() if k != 'norm_cfg'})  # noqa: E731
+        necks = zip(got.neck if isinstance(got.neck, list) else [got.neck],
+                    demo.neck if isinstance(demo.neck, list) else [demo.neck])
+        for a, b in necks:
+            assert strip(a) == strip(b)
+            if 'norm_cfg' in b:
+                assert (a.norm_cfg.type, a.norm_cfg.num_groups) == (b.norm_cfg.type,
+                                                                    b.norm_cfg.num_groups)
+        assert got.bbox_head == demo.bbox_head
 
 
 def test_readme_study_tables_are_what_the_saved_runs_give():

@@ -12,7 +12,7 @@ if [ ! -f data/shapes/annotations/val.json ]; then
   echo "[demo] generating the demo data (data/shapes)"
   $PY -m mmdet_dyhead.demo_data --out data/shapes
 fi
-echo "[demo] training $CONFIG (progress every 10 iterations; about 7 minutes on 2 CPU cores)"
+echo "[demo] training $CONFIG (progress every 10 iterations; about 12 minutes on 2 CPU cores)"
 $PY tools/train.py "$CONFIG" --work-dir "$WORK"
 CKPT=$(cat "$WORK/last_checkpoint")
 echo "[demo] evaluating $CKPT on the val split"

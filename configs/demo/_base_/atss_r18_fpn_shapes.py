@@ -1,11 +1,14 @@
 # ATSS on the demo data: half-width ResNet-18, FPN P3-P7 of 64 channels.
 _base_ = './shapes_detection.py'
+FPN_NORM = dict(type='GN', num_groups=16, requires_grad=True)
 model = dict(
     type='ATSS',
     data_preprocessor={{_base_.data_preprocessor}},
     backbone={{_base_.backbone}},
+    # GroupNorm in the FPN: trained from scratch, its P6/P7 otherwise grow to a std of 35-160,
+    # which DynamicHead's first offset conv reads as it is (README, "Training from scratch")
     neck=dict(type='FPN', in_channels=[64, 128, 256], out_channels=64,
-              add_extra_convs='on_output', num_outs=5),
+              add_extra_convs='on_output', num_outs=5, norm_cfg=FPN_NORM),
     bbox_head=dict(
         type='ATSSHead', num_classes={{_base_.num_classes}}, in_channels=64, stacked_convs=4,
         feat_channels=64, norm_cfg=dict(type='GN', num_groups=16, requires_grad=True),

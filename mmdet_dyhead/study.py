@@ -236,7 +236,8 @@ def summarize_rows(results: Sequence[dict], rows: Sequence[str], epochs: int) ->
         runs = sorted((r for r in results if r['row'] == name and r['epochs'] == epochs),
                       key=lambda r: r['seed'])
         if runs:
-            out.append(Summary(name, runs[0]['label'], epochs, runs))
+            label = ROWS[name].label if name in ROWS else runs[0]['label']
+            out.append(Summary(name, label, epochs, runs))
     return out
 
 
@@ -280,10 +281,12 @@ SECTIONS: List[Tuple[str, Tuple[str, ...], int]] = [
 
 
 def sections(results: Sequence[dict]) -> Dict[str, str]:
-    out = {}
-    for marker, rows, epochs in SECTIONS:
+    """The tables that have something of their own: the first two sections (the main pair and
+    the recipe) always; the others once a row that is not in those two has a run."""
+    out, shared = {}, {row for _, rows, _ in SECTIONS[:2] for row in rows}
+    for i, (marker, rows, epochs) in enumerate(SECTIONS):
         summaries = summarize_rows(results, rows, epochs)
-        if summaries:
+        if summaries and (i < 2 or any(s.row not in shared for s in summaries)):
             out[marker] = table(summaries, ref=summaries[0].row)
     return out
 

@@ -7,8 +7,8 @@ import torch
 from mmengine.config import Config
 
 from mmdet_dyhead.utils.build import build_detector, num_classes_of, synthetic_batch
+from mmdet_dyhead.utils.paths import ROOT
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 COCO = sorted(glob.glob(osp.join(ROOT, 'configs', '*.py')))
 DEMO = sorted(glob.glob(osp.join(ROOT, 'configs', 'demo', '*.py')))
 

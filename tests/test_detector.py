@@ -7,8 +7,7 @@ from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
 
 from mmdet_dyhead.utils.build import build_detector
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from mmdet_dyhead.utils.paths import ROOT
 
 
 def _loss(model, batch):

@@ -12,8 +12,8 @@ from mmdet_dyhead import DynamicHead
 from mmdet_dyhead.config_check import check_model_cfg
 from mmdet_dyhead.ops import modulated_deform_conv2d
 from mmdet_dyhead.utils.build import build_detector, synthetic_batch
+from mmdet_dyhead.utils.paths import ROOT
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 GN4 = dict(type='GN', num_groups=4, requires_grad=True)
 
 

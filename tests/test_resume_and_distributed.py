@@ -14,8 +14,8 @@ import torch
 from conftest import tiny_run_options, tiny_shapes
 
 from mmdet_dyhead.checkpoint import load_local_checkpoint
+from mmdet_dyhead.utils.paths import ROOT
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = 'configs/demo/atss_r18_fpn_dyhead_16e_shapes.py'
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONHASHSEED='0')
 

@@ -116,3 +116,12 @@ def test_readme_study_tables_are_what_the_saved_runs_give():
         assert study.readme_section(readme, name) == md, (
             f'README study table "{name}" differs from docs/study/*.json; '
             f'run python tools/study.py tables --update-readme')
+
+
+def test_a_section_appears_once_it_has_a_row_of_its_own():
+    runs = [_fake_run('atss-fpngn', 0, 0.6), _fake_run('atss-dyhead4-fpngn-hsp', 0, 0.61)]
+    assert set(study.sections(runs)) == {'main', 'recipe'}  # ablation would repeat them
+    runs.append(_fake_run('atss-dyhead4-S', 0, 0.55))
+    tables = study.sections(runs)
+    assert set(tables) == {'main', 'recipe', 'ablation'}
+    assert 'spatial-aware only' in tables['ablation'] and 'depth' not in tables

@@ -9,7 +9,8 @@ import sys
 import pytest
 from conftest import tiny_run_options, tiny_shapes
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from mmdet_dyhead.utils.paths import ROOT
+
 CONFIG = 'configs/demo/atss_r18_fpn_dyhead_16e_shapes.py'
 
 pytestmark = pytest.mark.slow

@@ -160,15 +160,8 @@ class _Segments:
                                   for sh in self.shapes])
             self.H, self.W = repeated(1), repeated(2)
         # (cout, slice of positions, range of inputs) per group
-        self.groups = []
-        i = 0
-        while i < len(self.couts):
-            j = i
-            while j + 1 < len(self.couts) and self.couts[j + 1] == self.couts[i]:
-                j += 1
-            self.groups.append((self.couts[i], slice(self.pos0[i], self.pos0[j + 1]),
-                                range(i, j + 1)))
-            i = j + 1
+        self.groups = [(self.couts[run.start], slice(self.pos0[run.start], self.pos0[run.stop]),
+                        run) for run in _runs(self.couts)]
 
     def flat(self, xs) -> Tensor:
         """(sum of N*H*W + 1, C): every input's rows, channels last, one zero row at the end."""
@@ -323,18 +316,25 @@ def deform_conv2d_levels_op(xs: List[Tensor], offsets: List[Tensor], masks: List
     return outs
 
 
+def _runs(couts) -> List[range]:
+    """The groups of inputs: runs of consecutive inputs that use the same number of channels."""
+    runs, start = [], 0
+    for i in range(1, len(couts) + 1):
+        if i == len(couts) or couts[i] != couts[start]:
+            runs.append(range(start, i))
+            start = i
+    return runs
+
+
+def _positions(x: Tensor, offset: Tensor) -> int:
+    """Output positions of one input: N * Ho * Wo."""
+    return x.shape[0] * offset.shape[2] * offset.shape[3]
+
+
 def _group_rows(xs, offsets, out_channels) -> List[Tuple[int, int]]:
     """(positions, cout) of each group, from the shapes alone (for the fake implementations)."""
-    rows, couts = [], list(out_channels)
-    i = 0
-    while i < len(couts):
-        j, p = i, 0
-        while j < len(couts) and couts[j] == couts[i]:
-            p += xs[j].shape[0] * offsets[j].shape[2] * offsets[j].shape[3]
-            j += 1
-        rows.append((p, couts[i]))
-        i = j
-    return rows
+    return [(sum(_positions(xs[i], offsets[i]) for i in run), out_channels[run.start])
+            for run in _runs(out_channels)]
 
 
 @deform_conv2d_levels_op.register_fake
@@ -409,7 +409,7 @@ def deform_conv2d_levels_backward_op(
 def _(grads, xs, offsets, masks, weight, stride, padding, dilation, out_channels, needs):
     C, K = xs[0].shape[1], weight.shape[2] * weight.shape[3]
     rows = sum(x.shape[0] * x.shape[2] * x.shape[3] for x in xs) + 1
-    P = sum(p for p, _ in _group_rows(xs, offsets, out_channels))
+    P = sum(_positions(x, o) for x, o in zip(xs, offsets))
     empty = xs[0].new_empty(0)
     need_w, need_b, need_x, need_off, need_mask = needs
     return [weight.new_empty(weight.shape) if need_w else empty,
@@ -517,14 +517,15 @@ def modulated_deform_conv2d_levels(xs: Sequence[Tensor], offsets: Sequence[Tenso
     xs, offsets, masks = tensors[0::3], tensors[1::3], tensors[2::3]
     groups = deform_conv2d_levels_op(list(xs), list(offsets), list(masks), weight.to(dtype), bias,
                                      list(stride), list(padding), list(dilation), list(couts))
-    outs, g, start = [], 0, 0  # each input's rows of its group -> (N, cout, Ho, Wo), channels last
-    for i, (x, o) in enumerate(zip(xs, offsets)):
-        if i and couts[i] != couts[i - 1]:
-            g, start = g + 1, 0
-        N, Ho, Wo = x.shape[0], o.shape[2], o.shape[3]
-        rows = groups[g][start:start + N * Ho * Wo]
-        outs.append(rows.view(N, Ho, Wo, couts[i]).permute(0, 3, 1, 2))
-        start += N * Ho * Wo
+    outs = []  # each input's rows of its group -> (N, cout, Ho, Wo), channels last
+    for group, run in zip(groups, _runs(couts)):
+        start = 0
+        for i in run:
+            positions = _positions(xs[i], offsets[i])
+            rows = group[start:start + positions]
+            outs.append(rows.view(xs[i].shape[0], *offsets[i].shape[2:], couts[i])
+                        .permute(0, 3, 1, 2))
+            start += positions
     return outs
 
 

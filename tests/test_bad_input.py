@@ -4,7 +4,13 @@ import torch
 from mmdet.registry import MODELS
 
 import mmdet_dyhead  # noqa: F401
-from mmdet_dyhead import DynamicHead
+from mmdet_dyhead import (
+    DynamicHead,
+    ScaleAwareAttention,
+    SpatialAwareAttention,
+    TaskAwareAttention,
+    TaskAwareBBoxHead,
+)
 
 GN4 = dict(type='GN', num_groups=4)
 
@@ -83,18 +89,17 @@ def test_init_cfg_may_only_load_weights():
 
 
 @pytest.mark.parametrize('build,err,msg', [
-    (lambda: __import__('mmdet_dyhead').TaskAwareBBoxHead(num_blocks=True, in_channels=8,
-                                                          num_classes=2),
+    (lambda: TaskAwareBBoxHead(num_blocks=True, in_channels=8, num_classes=2),
      ValueError, 'TaskAwareBBoxHead: num_blocks must be a positive integer, got True'),
     (lambda: DynamicHead(8, 8, num_blocks=True, norm_cfg=GN4), ValueError,
      'DynamicHead: num_blocks must be a positive integer, got True'),
-    (lambda: __import__('mmdet_dyhead').TaskAwareAttention(2), ValueError,
+    (lambda: TaskAwareAttention(2), ValueError,
      'TaskAwareAttention: task-aware attention needs channels >= reduction'),
     (lambda: DynamicHead(2, 2, num_blocks=1, norm_cfg=None), ValueError,
      'DynamicHead: task-aware attention needs channels >= reduction'),
-    (lambda: __import__('mmdet_dyhead').ScaleAwareAttention(8, hsigmoid='sigmoid'), ValueError,
+    (lambda: ScaleAwareAttention(8, hsigmoid='sigmoid'), ValueError,
      'ScaleAwareAttention: hsigmoid must be one of'),
-    (lambda: __import__('mmdet_dyhead').SpatialAwareAttention(8, 8, dcn_impl='cuda'),
+    (lambda: SpatialAwareAttention(8, 8, dcn_impl='cuda'),
      ValueError, 'SpatialAwareAttention: dcn_impl must be one of'),
 ])
 def test_each_module_names_itself_and_the_option(build, err, msg):

@@ -22,8 +22,10 @@ from mmdet_dyhead import study  # noqa: E402
 
 
 def _commit(path: str, message: str):
-    subprocess.run(['git', 'add', path], cwd=study.ROOT, check=True)
-    subprocess.run(['git', 'commit', '-q', '-m', message, '--only', path], cwd=study.ROOT,
+    # in the repository that holds the results, which need not be the one running (a worktree)
+    repo = osp.dirname(osp.abspath(path))
+    subprocess.run(['git', 'add', osp.abspath(path)], cwd=repo, check=True)
+    subprocess.run(['git', 'commit', '-q', '-m', message, '--only', osp.abspath(path)], cwd=repo,
                    check=True)
 
 

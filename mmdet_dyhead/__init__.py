@@ -4,7 +4,7 @@ Importing this package registers ``DynamicHead`` in ``mmdet.registry.MODELS``; c
 with ``custom_imports=dict(imports=['mmdet_dyhead'], allow_failed_imports=False)``. Importing it also
 makes mmengine's checkpoints load on torch >= 2.6 (``mmdet_dyhead.checkpoint``).
 """
-from . import amp, checkpoint, hooks  # noqa: F401  (registers CPUAutocastOptimWrapper, RNGStateHook)
+from . import amp, checkpoint, hooks  # noqa: F401  (registers CPUAutocastOptimWrapper and the hooks)
 from .models import (
     DynamicHead,
     DynamicHeadBlock,

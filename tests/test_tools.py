@@ -46,6 +46,15 @@ def test_train_runs_and_saves_a_checkpoint(trained):
     assert open(work / 'last_checkpoint').read().strip().endswith('epoch_1.pth')
 
 
+def test_train_draws_its_learning_curve(trained):
+    work, _ = trained
+    curve = json.load(open(work / 'learning_curve.json'))
+    scalars = next(work.glob('*/vis_data/scalars.json')).read_text().splitlines()
+    logged = [json.loads(line) for line in scalars if 'coco/bbox_mAP' in line]
+    assert [p['bbox_mAP'] for p in curve['val']] == [r['coco/bbox_mAP'] for r in logged]
+    assert (work / 'learning_curve.png').stat().st_size > 1000
+
+
 def test_test_py_loads_the_checkpoint_and_prints_coco_metrics(trained, tiny_data, tmp_path):
     work, _ = trained
     # an untrained model scores below the config's 0.05: keep every box so COCO eval runs

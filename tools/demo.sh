@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: the main job on the embedded demo data.
 # Generates data/shapes if missing, trains ATSS + DynamicHead with tools/train.py, evaluates with
-# tools/test.py (COCO bbox mAP through pycocotools) and draws predictions on a few val images.
+# tools/test.py (COCO bbox mAP through pycocotools), draws predictions on a few val images and
+# prints where the learning curve is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -24,3 +25,4 @@ echo
 echo "[demo] val bbox mAP@[.5:.95] = $MAP   ($(( $(date +%s) - start )) s in all)"
 echo "[demo] checkpoint: $CKPT"
 echo "[demo] predictions drawn: $WORK/predictions/vis/"
+echo "[demo] learning curve (loss, val mAP every 2 epochs): $WORK/learning_curve.png"

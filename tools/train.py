@@ -10,7 +10,12 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmdet_dyhead  # noqa: E402,F401  (registers DynamicHead, safe checkpoint loading)
-from mmdet_dyhead.utils.config import add_common_args, enable_amp, load_config  # noqa: E402
+from mmdet_dyhead.utils.config import (  # noqa: E402
+    add_common_args,
+    add_learning_curve,
+    enable_amp,
+    load_config,
+)
 from mmdet_dyhead.utils.distributed import init_distributed_on_cpu, shutdown_distributed  # noqa: E402
 
 
@@ -32,6 +37,7 @@ def main():
     from mmengine.runner import Runner
     setup_cache_size_limit_of_dynamo()
     cfg = load_config(args)
+    add_learning_curve(cfg)  # {work_dir}/learning_curve.png
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:

@@ -56,3 +56,12 @@ def enable_amp(cfg: Config):
         ow.type, ow.loss_scale = 'AmpOptimWrapper', 'dynamic'
     else:  # mmengine's AmpOptimWrapper asserts a GPU
         ow.type, ow.dtype = 'CPUAutocastOptimWrapper', 'bfloat16'
+
+
+def add_learning_curve(cfg: Config):
+    """Adds a ``LearningCurveHook`` (loss and val mAP PNG in the work dir) unless the config has
+    one, so every run of tools/train.py draws its learning curve."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(h.get('type') in ('LearningCurveHook', 'mmdet.LearningCurveHook') for h in hooks):
+        hooks.append(dict(type='LearningCurveHook'))
+    cfg.custom_hooks = hooks

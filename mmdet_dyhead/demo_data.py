@@ -3,16 +3,17 @@
 Six classes of filled shapes with random colours (so the class is in the shape, not the colour),
 sizes over a 16x range (scale matters), aspect ratios from 1:2 to 2:1, on textured backgrounds
 (gradients, stripes, noise) with clutter (lines and specks that are not objects). Objects may
-overlap and occlude each other partly; a box is the full extent of its shape.
+overlap and occlude each other partly; a box is the full extent of its shape, and its instance
+mask (COCO RLE in ``segmentation``) the pixels of it that are visible, exactly as drawn.
 
-    python -m mmdet_dyhead.demo_data --out data/shapes --seed 0
+    python -m mmdet_dyhead.demo_data --out data/shapes --seed 0 [--if-needed]
 """
 import argparse
 import json
 import math
 import os
 import random
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -92,7 +93,11 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def make_image(seed: int, max_side: int = 320) -> Tuple[Image.Image, List[Dict]]:
+def make_image(seed: int, max_side: int = 320,
+               masks: bool = True) -> Tuple[Image.Image, List[Dict]]:
+    """The image of ``seed`` and its objects: ``category``, ``bbox`` (x0, y0, x1, y1) and, with
+    ``masks``, ``mask`` (H, W) bool: the object's visible pixels. Drawing the masks uses no random
+    numbers, so images and boxes are the same with and without them."""
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     w, h = rng.randint(max_side * 3 // 4, max_side), rng.randint(max_side * 3 // 4, max_side)
@@ -123,8 +128,32 @@ def make_image(seed: int, max_side: int = 320) -> Tuple[Image.Image, List[Dict]]
         color = _contrasting_color(rng, bg_color)
         box = _draw_object(draw, cls, cx, cy, sx, sy, rot, color)
         box = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
-        objects.append(dict(category=cls, bbox=box))
+        obj = dict(category=cls, bbox=box)
+        if masks:  # the same drawing call on a blank canvas: exactly the pixels it coloured
+            canvas = Image.new('L', (w, h), 0)
+            _draw_object(ImageDraw.Draw(canvas), cls, cx, cy, sx, sy, rot, 255)
+            obj['mask'] = np.asarray(canvas) > 0
+        objects.append(obj)
+    if masks:  # what a later (smaller) object covers is not visible in an earlier one
+        covered = np.zeros((h, w), bool)
+        for obj in reversed(objects):
+            obj['mask'] = obj['mask'] & ~covered
+            covered |= obj['mask']
     return img, objects
+
+
+def encode_mask(mask: np.ndarray) -> Dict:
+    """(H, W) bool -> COCO compressed RLE, ``{'size': [H, W], 'counts': str}``."""
+    from pycocotools import mask as mask_utils
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return dict(size=[int(x) for x in rle['size']], counts=rle['counts'].decode('ascii'))
+
+
+def _replace(path: str, write):
+    """Writes through a temporary file and renames it, so a reader never sees a partial file."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    write(tmp)
+    os.replace(tmp, path)
 
 
 def write_split(out_dir: str, split: str, num_images: int, seed: int, max_side: int = 320) -> str:
@@ -136,7 +165,7 @@ def write_split(out_dir: str, split: str, num_images: int, seed: int, max_side: 
     for i in range(num_images):
         img, objects = make_image(seed * 1_000_003 + i, max_side)
         name = f'{i:05d}.jpg'
-        img.save(os.path.join(img_dir, name), quality=95)
+        _replace(os.path.join(img_dir, name), lambda p: img.save(p, format='JPEG', quality=95))
         images.append(dict(id=i + 1, file_name=name, width=img.width, height=img.height))
         for obj in objects:
             x0, y0, x1, y1 = obj['bbox']
@@ -144,13 +173,30 @@ def write_split(out_dir: str, split: str, num_images: int, seed: int, max_side: 
             annotations.append(dict(
                 id=len(annotations) + 1, image_id=i + 1,
                 category_id=CLASSES.index(obj['category']) + 1,
-                bbox=[round(x0, 2), round(y0, 2), bw, bh], area=round(bw * bh, 2), iscrowd=0))
-    coco = dict(images=images, annotations=annotations,
+                bbox=[round(x0, 2), round(y0, 2), bw, bh], area=round(bw * bh, 2), iscrowd=0,
+                segmentation=encode_mask(obj['mask'])))
+    coco = dict(info=dict(description='mmdet_dyhead demo shapes', version=FORMAT),
+                images=images, annotations=annotations,
                 categories=[dict(id=i + 1, name=c) for i, c in enumerate(CLASSES)])
     path = os.path.join(out_dir, 'annotations', f'{split}.json')
-    with open(path, 'w') as f:
-        json.dump(coco, f)
+
+    def write(p):
+        with open(p, 'w') as f:
+            json.dump(coco, f)
+    _replace(path, write)
     return path
+
+
+FORMAT = 2  # 2: instance masks (segmentation); 1 (no info): boxes only
+
+
+def data_format(out_dir: str) -> Optional[int]:
+    """The format of the data set in ``out_dir`` (None if there is none)."""
+    path = os.path.join(out_dir, 'annotations', 'val.json')
+    if not os.path.isfile(path) or not os.path.isfile(os.path.join(out_dir, 'annotations', 'train.json')):
+        return None
+    with open(path) as f:
+        return json.load(f).get('info', {}).get('version', 1)
 
 
 def generate(out_dir: str, seed: int = 0, num_train: int = 600, num_val: int = 100,
@@ -166,7 +212,11 @@ def main():
     p.add_argument('--num-train', type=int, default=600)
     p.add_argument('--num-val', type=int, default=100)
     p.add_argument('--max-side', type=int, default=320)
+    p.add_argument('--if-needed', action='store_true',
+                   help='only if OUT has no data set of this format (boxes unchanged, masks added)')
     a = p.parse_args()
+    if a.if_needed and data_format(a.out) == FORMAT:
+        return
     generate(a.out, a.seed, a.num_train, a.num_val, a.max_side)
     print(f'wrote {a.num_train} train and {a.num_val} val images to {a.out}')
 

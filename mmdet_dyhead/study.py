@@ -98,6 +98,9 @@ ROWS: Dict[str, Row] = {r.name: r for r in [
          'Faster R-CNN + DynamicHead on P2-P6'),
     _row('faster-rcnn-dyhead-2stage', 'faster-rcnn_r18_fpn_dyhead-2stage_16e_shapes.py',
          'Faster R-CNN, two-stage form (Fig. 2c)'),
+    _row('mask-rcnn', 'mask-rcnn_r18_fpn_16e_shapes.py', 'Mask R-CNN, 2 shared FCs, mask head'),
+    _row('mask-rcnn-dyhead', 'mask-rcnn_r18_fpn_dyhead_16e_shapes.py',
+         'Mask R-CNN + DynamicHead on P2-P6'),
 ]}
 
 
@@ -257,19 +260,22 @@ def _pm(s: Summary, key: str, digits: int = 3) -> str:
 
 
 def table(summaries: Sequence[Summary], ref: Optional[str] = None) -> str:
-    """Markdown: mean ± std (sample std over seeds) of mAP, mAP@50, mAP@75, final training loss,
-    and the medians of training time, latency, FLOPs and parameters."""
-    rows = ['| row | seeds | mAP | mAP@50 | mAP@75 | final train loss | training | '
-            'latency (1 img) | GFLOPs | params |',
-            '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    """Markdown: mean ± std (sample std over seeds) of mAP, mAP@50, mAP@75, mask mAP (where a
+    row has masks), final training loss, and the medians of training time, latency, FLOPs and
+    parameters."""
+    masks = any(s.values('segm_mAP') for s in summaries)
+    rows = ['| row | seeds | mAP | mAP@50 | mAP@75 |' + (' mask mAP |' if masks else '')
+            + ' final train loss | training | latency (1 img) | GFLOPs | params |',
+            '| --- ' * (10 + masks) + '|']
     base = next((s for s in summaries if s.row == ref), None)
     for s in summaries:
         lat = f'{s.median("latency_ms"):.0f} ms'
         if base is not None and s is not base:
             lat += f' ({s.median("latency_ms") / base.median("latency_ms"):.2f}x)'
         seeds = ','.join(str(r['seed']) for r in s.runs)
+        mask = (f' {_pm(s, "segm_mAP") if s.values("segm_mAP") else "-"} |' if masks else '')
         rows.append(f'| {s.label} | {seeds} | {_pm(s, "bbox_mAP")} | {_pm(s, "bbox_mAP_50")} '
-                    f'| {_pm(s, "bbox_mAP_75")} | {_pm(s, "final_train_loss", 2)} '
+                    f'| {_pm(s, "bbox_mAP_75")} |{mask} {_pm(s, "final_train_loss", 2)} '
                     f'| {s.median("train_s") / 60:.1f} min | {lat} | {s.median("gflops"):.2f} '
                     f'| {s.median("params_m"):.2f} M |')
     return '\n'.join(rows) + '\n'
@@ -288,7 +294,8 @@ SECTIONS: List[Tuple[str, Tuple[str, ...], int]] = [
     ('optimizer', ('atss-fpngn', 'atss-dyhead4-fpngn-hsp', 'atss-fpngn-sgd',
                    'atss-dyhead4-fpngn-hsp-sgd'), 16),
     ('detectors', ('fcos', 'fcos-dyhead', 'retinanet', 'retinanet-dyhead', 'faster-rcnn',
-                   'faster-rcnn-dyhead', 'faster-rcnn-dyhead-2stage'), 16),
+                   'faster-rcnn-dyhead', 'faster-rcnn-dyhead-2stage', 'mask-rcnn',
+                   'mask-rcnn-dyhead'), 16),
 ]
 
 

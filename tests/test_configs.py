@@ -6,7 +6,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmdet_dyhead.utils.build import build_detector, num_classes_of, synthetic_batch
+from mmdet_dyhead.utils.build import build_detector, has_mask_head, num_classes_of, synthetic_batch
 from mmdet_dyhead.utils.paths import ROOT
 
 COCO = sorted(glob.glob(osp.join(ROOT, 'configs', '*.py')))
@@ -50,11 +50,12 @@ def test_config_name_says_what_it_holds(path):
 def test_every_family_has_a_coco_config_and_a_demo_pair():
     names = [osp.basename(c) for c in COCO]
     demo = [osp.basename(c) for c in DEMO]
-    for fam in ('atss', 'fcos', 'retinanet', 'faster-rcnn'):
+    for fam in ('atss', 'fcos', 'retinanet', 'faster-rcnn', 'mask-rcnn'):
         assert any(n.startswith(fam + '_') and 'dyhead' in n for n in names), fam
         assert any(n.startswith(fam + '_') and 'dyhead' in n for n in demo), fam
         assert any(n.startswith(fam + '_') and 'dyhead' not in n for n in demo), fam
-    assert any('dyhead-2stage' in n for n in names)
+    assert any(n.startswith('faster-rcnn') and 'dyhead-2stage' in n for n in names)
+    assert any(n.startswith('mask-rcnn') and 'dyhead-2stage' in n for n in names)
 
 
 @pytest.mark.parametrize('path', COCO, ids=osp.basename)
@@ -77,7 +78,9 @@ def test_coco_config_builds(path):
 def test_demo_detector_loss_step_and_predict(path):
     cfg = Config.fromfile(path)
     model = build_detector(cfg)
-    batch = synthetic_batch(2, 96, 128, num_classes_of(cfg))
+    masks = has_mask_head(cfg)
+    assert masks == path.startswith(osp.join(ROOT, 'configs', 'demo', 'mask-rcnn'))
+    batch = synthetic_batch(2, 96, 128, num_classes_of(cfg), with_mask=masks)
     model.train()
     losses = model(**model.data_preprocessor(batch, True), mode='loss')
     total = model.parse_losses(losses)[0]
@@ -89,6 +92,10 @@ def test_demo_detector_loss_step_and_predict(path):
     with torch.no_grad():
         out = model(**model.data_preprocessor(batch, False), mode='predict')
     assert len(out) == 2 and out[0].pred_instances.bboxes.shape[-1] == 4
+    if masks:  # one full-image mask per box
+        assert 'loss_mask' in losses and torch.isfinite(losses['loss_mask'])
+        pred = out[0].pred_instances
+        assert pred.masks.shape == (len(pred.bboxes), *out[0].ori_shape)
     assert ('dyhead' in path) == any(type(m).__name__ == 'DynamicHead' for m in model.modules())
 
 

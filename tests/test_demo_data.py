@@ -54,3 +54,55 @@ def test_annotations_are_valid_coco_with_variety(tmp_path):
     assert any(overlap(p, q) for bs in by_img.values() for i, p in enumerate(bs) for q in bs[i + 1:])
     with open(path) as f:
         assert json.load(f)['images'][0]['file_name'].endswith('.jpg')
+
+
+def test_masks_add_nothing_else_and_are_the_drawn_pixels():
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    from mmdet_dyhead.demo_data import encode_mask, make_image
+    repeat = 0
+    for seed in range(40):
+        img, objs = make_image(seed)
+        plain_img, plain = make_image(seed, masks=False)
+        # drawing the masks takes no random numbers: same pixels, same boxes
+        assert np.array_equal(np.asarray(img), np.asarray(plain_img))
+        assert [o['bbox'] for o in objs] == [o['bbox'] for o in plain]
+        pixels = np.asarray(img).astype(int)
+        union = np.zeros(pixels.shape[:2], int)
+        for obj in objs:
+            m = obj['mask']
+            assert m.shape == pixels.shape[:2] and m.any()
+            union += m
+            ys, xs = np.nonzero(m)
+            x0, y0, x1, y1 = obj['bbox']
+            assert xs.min() >= x0 - 1 and xs.max() <= x1 + 1
+            assert ys.min() >= y0 - 1 and ys.max() <= y1 + 1
+            # one object, one colour: its visible pixels all have the same colour
+            assert len(np.unique(pixels[m], axis=0)) == 1
+            rle = encode_mask(m)
+            assert np.array_equal(mask_utils.decode(dict(rle, counts=rle['counts'].encode())), m)
+        assert union.max() <= 1  # visible parts do not overlap
+        again = make_image(seed)[1]
+        repeat += sum(int((o['mask'] != a['mask']).any()) for o, a in zip(objs, again))
+    assert repeat == 0  # deterministic
+
+
+def test_if_needed_regenerates_old_data_only(tmp_path):
+    import subprocess
+    import sys
+
+    from mmdet_dyhead.demo_data import FORMAT, data_format
+    out = tmp_path / 'shapes'
+    cmd = [sys.executable, '-m', 'mmdet_dyhead.demo_data', '--out', str(out), '--num-train', '2',
+           '--num-val', '2', '--if-needed']
+    assert data_format(str(out)) is None
+    assert 'wrote' in subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert data_format(str(out)) == FORMAT
+    assert subprocess.run(cmd, capture_output=True, text=True, check=True).stdout == ''
+    val = out / 'annotations' / 'val.json'
+    coco = json.loads(val.read_text())
+    del coco['info']  # the format before masks
+    val.write_text(json.dumps(coco))
+    assert data_format(str(out)) == 1
+    assert 'wrote' in subprocess.run(cmd, capture_output=True, text=True, check=True).stdout

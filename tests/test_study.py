@@ -50,6 +50,17 @@ def test_table_reports_mean_and_sample_std_over_seeds():
     assert '30 ms (1.43x)' in dyh  # latency against the median of the reference row (21 ms)
 
 
+def test_mask_column_only_where_a_row_has_masks():
+    boxes = study.table(study.summarize_rows([_fake_run('faster-rcnn', 0, 0.4)], ['faster-rcnn'], 16))
+    assert 'mask mAP' not in boxes
+    runs = [_fake_run('faster-rcnn', 0, 0.4), _fake_run('mask-rcnn', 0, 0.45, segm_mAP=0.41),
+            _fake_run('mask-rcnn', 1, 0.45, segm_mAP=0.43)]
+    md = study.table(study.summarize_rows(runs, ['faster-rcnn', 'mask-rcnn'], 16)).splitlines()
+    assert md[0].split(' | ')[5] == 'mask mAP' and md[1].count('---') == 11
+    assert md[2].split(' | ')[5] == '-' and md[3].split(' | ')[5] == '0.420 ± 0.014'
+    assert all(line.count('|') == md[0].count('|') for line in md)
+
+
 def test_runs_of_another_schedule_are_not_mixed_in():
     runs = [_fake_run('atss', 0, 0.4), _fake_run('atss', 1, 0.9, epochs=8)]
     (s,) = study.summarize_rows(runs, ['atss'], 16)

@@ -46,6 +46,16 @@ def test_train_runs_and_saves_a_checkpoint(trained):
     assert open(work / 'last_checkpoint').read().strip().endswith('epoch_1.pth')
 
 
+def test_mask_rcnn_trains_on_the_demo_masks_and_reports_mask_map(tiny_data, tmp_path):
+    log = run(['tools/train.py', 'configs/demo/mask-rcnn_r18_fpn_dyhead_16e_shapes.py',
+               '--work-dir', str(tmp_path), '--cfg-options', *data_options(tiny_data),
+               'model.test_cfg.rcnn.score_thr=0.0'])
+    assert re.search(r'loss_mask: [0-9.]+', log)  # the masks were read and learnt from
+    scalars = next(tmp_path.glob('*/vis_data/scalars.json')).read_text()
+    val = [json.loads(line) for line in scalars.splitlines() if 'coco/segm_mAP' in line]
+    assert len(val) == 1 and 0 <= val[0]['coco/segm_mAP'] <= 1 and 'coco/bbox_mAP' in val[0]
+
+
 def test_train_draws_its_learning_curve(trained):
     work, _ = trained
     curve = json.load(open(work / 'learning_curve.json'))

@@ -33,9 +33,8 @@ def cmd_run(a):
     unknown = [r for r in a.rows if r not in study.ROWS]
     if unknown:
         raise SystemExit(f'unknown rows {unknown}; `python tools/study.py list` shows them')
-    if not osp.isfile(osp.join(study.ROOT, 'data/shapes/annotations/val.json')):
-        subprocess.run([sys.executable, '-m', 'mmdet_dyhead.demo_data', '--out', 'data/shapes'],
-                       cwd=study.ROOT, check=True)
+    subprocess.run([sys.executable, '-m', 'mmdet_dyhead.demo_data', '--out', 'data/shapes',
+                    '--if-needed'], cwd=study.ROOT, check=True)
     for seed in a.seeds:  # seed-major: an interrupted study still has every row at seed 0
         for name in a.rows:
             run = study.run_name(name, a.epochs, seed)

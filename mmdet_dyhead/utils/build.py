@@ -25,12 +25,19 @@ def build_detector(cfg: Config, device: str = 'cpu', checkpoint: Optional[str] =
     return model.to(device)
 
 
-def synthetic_batch(batch_size: int, height: int, width: int, num_classes: int, seed: int = 0):
-    """A packed batch (images and boxes) as a dataloader would give it."""
+def synthetic_batch(batch_size: int, height: int, width: int, num_classes: int, seed: int = 0,
+                    with_mask: bool = False):
+    """A packed batch (images, boxes and, ``with_mask``, instance masks) as a dataloader gives it."""
     from mmdet.testing import demo_mm_inputs
     torch.manual_seed(seed)
     return demo_mm_inputs(batch_size, [[3, height, width]] * batch_size, num_items=[5] * batch_size,
-                          num_classes=num_classes, with_mask=False)
+                          num_classes=num_classes, with_mask=with_mask)
+
+
+def has_mask_head(cfg: Config) -> bool:
+    """Whether the config's detector predicts instance masks (Mask R-CNN and the like)."""
+    roi_head = cfg.model.get('roi_head') or {}
+    return bool(roi_head.get('mask_head'))
 
 
 def num_classes_of(cfg: Config) -> int:

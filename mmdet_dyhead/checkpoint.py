@@ -81,3 +81,29 @@ def register():
     """Make ``load_local_checkpoint`` mmengine's loader for local paths (idempotent)."""
     from mmengine.runner.checkpoint import CheckpointLoader
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
+
+
+def check_matches(model, path: str):
+    """Raise a ValueError naming the missing, unexpected and mis-shaped keys if the checkpoint at
+    ``path`` does not fit ``model`` (mmengine's loader only warns, and would leave those weights
+    at their initial values)."""
+    from mmengine.model import is_model_wrapper
+    ckpt = load_local_checkpoint(path, map_location='cpu')
+    state = ckpt.get('state_dict', ckpt)
+    own = (model.module if is_model_wrapper(model) else model).state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}'
+                    for k in set(own) & set(state)
+                    if hasattr(state[k], 'shape') and state[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+        def few(keys):
+            return ', '.join(keys[:8]) + (f' (+{len(keys) - 8} more)' if len(keys) > 8 else '')
+        lines = [f'{path} does not match the config:']
+        if missing:
+            lines.append(f'  missing in the checkpoint ({len(missing)}): {few(missing)}')
+        if unexpected:
+            lines.append(f'  not in the model ({len(unexpected)}): {few(unexpected)}')
+        if shapes:
+            lines.append(f'  wrong shapes ({len(shapes)}): {few(shapes)}')
+        raise ValueError('\n'.join(lines))

@@ -34,8 +34,9 @@ def run(args, **kw):
 @pytest.fixture(scope='module')
 def trained(tiny_data, tmp_path_factory):
     work = tmp_path_factory.mktemp('work')
+    # score_thr 0: the barely trained model's boxes reach COCO eval, so val has metrics
     log = run(['tools/train.py', CONFIG, '--work-dir', str(work), '--cfg-options',
-               *data_options(tiny_data)])
+               *data_options(tiny_data), 'model.test_cfg.score_thr=0.0'])
     return work, log
 
 
@@ -61,6 +62,7 @@ def test_train_draws_its_learning_curve(trained):
     curve = json.load(open(work / 'learning_curve.json'))
     scalars = next(work.glob('*/vis_data/scalars.json')).read_text().splitlines()
     logged = [json.loads(line) for line in scalars if 'coco/bbox_mAP' in line]
+    assert len(logged) == 1
     assert [p['bbox_mAP'] for p in curve['val']] == [r['coco/bbox_mAP'] for r in logged]
     assert (work / 'learning_curve.png').stat().st_size > 1000
 
@@ -78,6 +80,64 @@ def test_test_py_loads_the_checkpoint_and_prints_coco_metrics(trained, tiny_data
     metrics = json.loads(re.search(r'^metrics: (.*)$', out, re.M).group(1))
     assert metrics['coco/bbox_mAP'] == pytest.approx(printed['0.50:0.95'], abs=6e-4)
     assert metrics['coco/bbox_mAP_50'] == pytest.approx(printed['0.50     '], abs=6e-4)
+
+
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_deployed_model_tests_and_infers_as_the_checkpoint(trained, tiny_data, tmp_path, backend):
+    """tools/deploy.py, then tools/test.py --backend: the same metrics line and the same
+    predictions (--out) as tools/test.py on the checkpoint; tools/infer.py --backend: the same
+    boxes as tools/infer.py."""
+    work, _ = trained
+    opts = ['--cfg-options', *data_options(tiny_data), 'model.test_cfg.score_thr=0.0']
+    export = tmp_path / 'export'
+    out = run(['tools/deploy.py', CONFIG, str(work / 'epoch_1.pth'), '--backend', backend,
+               '--out', str(export), '--dynamic', *opts])
+    assert 'exported 2 parts (features, bbox_head)' in out
+    runs = {}
+    for name, args in (('pytorch', [str(work / 'epoch_1.pth')]),
+                       (backend, [str(export), '--backend', backend])):
+        log = run(['tools/test.py', CONFIG, *args, '--work-dir', str(tmp_path / name),
+                   '--out', str(tmp_path / f'{name}.pkl'), *opts])
+        runs[name] = json.loads(re.search(r'^metrics: (.*)$', log, re.M).group(1))
+    assert runs[backend].keys() == runs['pytorch'].keys()
+    for k, v in runs['pytorch'].items():
+        assert abs(runs[backend][k] - v) <= 0.002, k
+    import pickle
+    want, got = (pickle.load(open(tmp_path / f'{n}.pkl', 'rb')) for n in ('pytorch', backend))
+    assert [w['img_id'] for w in want] == [g['img_id'] for g in got]
+    for w, g in zip(want, got):
+        w, g = w['pred_instances'], g['pred_instances']
+        assert len(w['bboxes']) == len(g['bboxes']) > 0
+        top_w, top_g = w['scores'].sort(descending=True)[0], g['scores'].sort(descending=True)[0]
+        assert (top_w[:20] - top_g[:20]).abs().max() < 1e-4
+    image = str(tiny_data / 'val' / '00000.jpg')
+    boxes = {}
+    for name, args in (('pytorch', [str(work / 'epoch_1.pth')]),
+                       (backend, [str(export), '--backend', backend])):
+        run(['tools/infer.py', CONFIG, *args, image, '--out-dir', str(tmp_path / f'infer_{name}'),
+             '--score-thr', '0', *opts])
+        boxes[name] = json.loads((tmp_path / f'infer_{name}' / 'preds' / '00000.json').read_text())
+    assert len(boxes[backend]['bboxes']) == len(boxes['pytorch']['bboxes']) > 0
+    assert max(abs(a - b) for a, b in zip(sorted(boxes[backend]['scores'], reverse=True)[:20],
+                                          sorted(boxes['pytorch']['scores'], reverse=True)[:20])) < 1e-4
+
+
+def test_deploy_names_what_is_wrong(trained, tmp_path):
+    work, _ = trained
+    proc = subprocess.run([sys.executable, 'tools/deploy.py', CONFIG, str(work / 'epoch_1.pth'),
+                           '--backend', 'onnxruntime', '--shape', '300', '320',
+                           '--out', str(tmp_path), '--cfg-options', 'model.neck.1.num_blocks=1'],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and 'use multiples of 32' in proc.stderr
+    # the checkpoint has 1 block (the tiny run's options); the config as it is has 4
+    proc = subprocess.run([sys.executable, 'tools/deploy.py', CONFIG, str(work / 'epoch_1.pth'),
+                           '--backend', 'onnxruntime', '--out', str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and 'does not match the config' in proc.stderr
+    assert 'missing in the checkpoint' in proc.stderr and 'neck.1.blocks.1' in proc.stderr
+    proc = subprocess.run([sys.executable, 'tools/test.py', CONFIG, str(tmp_path), '--backend',
+                           'openvino'], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and 'no deploy.json' in proc.stderr
 
 
 def test_test_py_reports_a_missing_checkpoint(tmp_path):

@@ -35,6 +35,8 @@ if ! $VENV/bin/python -c "import mmcv, mmcv._ext" 2>/dev/null; then
 fi
 say "mmdet 3.3.0, pycocotools, test and lint tools"
 $PIP install -q mmdet==3.3.0 pycocotools pytest hypothesis matplotlib ruff
+say "deployment runtimes (pip wheels): onnx, onnxruntime, openvino"
+$PIP install -q onnx==1.23.2 onnxruntime==1.31.1 openvino==2026.4.1
 say "mmdet_dyhead (editable)"
 $PIP install -q --no-deps --no-build-isolation -e .
 if $VENV/bin/python -c "import torchvision" 2>/dev/null || $VENV/bin/python -m pip show torchvision >/dev/null 2>&1; then

@@ -2,6 +2,10 @@
 """Evaluate a checkpoint, as mmdet's tools/test.py, with mmdet_dyhead loaded (CPU or GPU).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out results.pkl]
+    python tools/test.py CONFIG EXPORT_DIR --backend onnxruntime|openvino [...]
+
+With --backend, the model exported by tools/deploy.py in EXPORT_DIR runs in that runtime inside
+the config's detector (mmdet's own decoding and NMS): the same metrics line, --out, --cfg-options.
 """
 import argparse
 import json
@@ -18,7 +22,9 @@ from mmdet_dyhead.utils.distributed import init_distributed_on_cpu, shutdown_dis
 def parse_args():
     p = argparse.ArgumentParser(description='Test (and evaluate) a detector')
     p.add_argument('config', help='test config file path')
-    p.add_argument('checkpoint', help='checkpoint file')
+    p.add_argument('checkpoint', help='checkpoint file, or with --backend the export folder')
+    p.add_argument('--backend', choices=('onnxruntime', 'openvino'),
+                   help='evaluate the model exported by tools/deploy.py in this runtime')
     p.add_argument('--out', help='dump predictions to a pickle file (.pkl)')
     p.add_argument('--show', action='store_true', help='show predictions in a window')
     p.add_argument('--show-dir', help='save images with predictions drawn, under the work dir')
@@ -30,28 +36,11 @@ def parse_args():
 
 def check_checkpoint_matches(model, path):
     """Refuse to evaluate a checkpoint that does not fit the config (mmengine only warns)."""
-    from mmengine.model import is_model_wrapper
-
-    from mmdet_dyhead.checkpoint import load_local_checkpoint
-    ckpt = load_local_checkpoint(path, map_location='cpu')
-    state = ckpt.get('state_dict', ckpt)
-    own = (model.module if is_model_wrapper(model) else model).state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}'
-                    for k in set(own) & set(state)
-                    if hasattr(state[k], 'shape') and state[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        def few(keys):
-            return ', '.join(keys[:8]) + (f' (+{len(keys) - 8} more)' if len(keys) > 8 else '')
-        lines = [f'{path} does not match the config:']
-        if missing:
-            lines.append(f'  missing in the checkpoint ({len(missing)}): {few(missing)}')
-        if unexpected:
-            lines.append(f'  not in the model ({len(unexpected)}): {few(unexpected)}')
-        if shapes:
-            lines.append(f'  wrong shapes ({len(shapes)}): {few(shapes)}')
-        raise SystemExit('\n'.join(lines))
+    from mmdet_dyhead.checkpoint import check_matches
+    try:
+        check_matches(model, path)
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
 
 
 def main():
@@ -60,10 +49,25 @@ def main():
     from mmdet.evaluation import DumpDetResults
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    if not osp.isfile(args.checkpoint):
+    if args.backend is None and not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint not found: {args.checkpoint}')
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
+    if args.backend is not None:
+        from mmdet_dyhead.deploy import read_meta, require
+        require(args.backend)
+        try:
+            meta = read_meta(args.checkpoint)
+        except FileNotFoundError as e:
+            raise SystemExit(str(e)) from e
+        if meta['backend'] != args.backend:
+            raise SystemExit(f'{args.checkpoint} was exported for {meta["backend"]}, not '
+                             f'{args.backend}: export again with --backend {args.backend}')
+        if args.tta:
+            raise SystemExit('--tta is not supported with --backend')
+        cfg.model = dict(type='DeployedDetector', detector=cfg.model, deploy_dir=args.checkpoint,
+                         backend=args.backend)
+        cfg.load_from = None
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
     if args.tta:
@@ -73,7 +77,8 @@ def main():
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     init_distributed_on_cpu(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    check_checkpoint_matches(runner.model, args.checkpoint)
+    if args.backend is None:
+        check_checkpoint_matches(runner.model, args.checkpoint)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise SystemExit('--out must be a .pkl file')

@@ -55,7 +55,7 @@ class LearningCurveHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         for key, value in (outputs or {}).items():
             if key.startswith('loss'):
-                self._sums[key] += float(value)
+                self._sums[key] += float(value.detach() if hasattr(value, 'detach') else value)
         self._count += 1
         if self._count == self.interval:
             point = {k: v / self._count for k, v in self._sums.items()}

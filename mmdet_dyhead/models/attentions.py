@@ -197,7 +197,8 @@ class SpatialAwareAttention(nn.Module):
             else:
                 fine_offs[level], fine_masks[level] = offs[level], masks[level]
         if (self.offset_conv is not None and not self.legacy_offsets
-                and resolve_dcn_impl(self.dcn_impl, feats[0]) == 'torch'):
+                and resolve_dcn_impl(self.dcn_impl, feats[0]) == 'torch'
+                and not torch.onnx.is_in_onnx_export()):  # export: one node per conv
             same, coarser, finer = self._levels_batched(feats, offs, masks, fine_offs, fine_masks)
         else:
             same, coarser, finer = self._per_level(feats, offs, masks, fine_offs, fine_masks)

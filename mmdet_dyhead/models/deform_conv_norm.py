@@ -38,10 +38,17 @@ def deform_conv(x: Tensor, offset: Optional[Tensor], mask: Optional[Tensor], wei
     """
     if offset is None:
         return F.conv2d(x, weight, bias, stride, 1)
+    if torch.onnx.is_in_onnx_export():  # one node per conv, the runtime's op (deploy.symbolic)
+        return torch.ops.mmdet_dyhead.modulated_deform_conv2d(
+            x, offset, mask, weight, bias, list(_pair(stride)), [1, 1], [1, 1])
     if resolve_dcn_impl(impl, x) == 'mmcv':
         return mmcv_modulated_deform_conv2d(x.contiguous(), offset.contiguous(),
                                             mask.contiguous(), weight, bias, stride, 1, 1, 1, 1)
     return modulated_deform_conv2d(x, offset, mask, weight, bias, stride, 1, 1)
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 class DeformConvNorm(nn.Module):

@@ -1,0 +1,152 @@
+"""Export to onnxruntime and OpenVINO: the runtimes compute what PyTorch computes, DynamicHead
+alone (offsets across the borders, odd sizes, batch 1 and 2, both offset modes) and whole
+detectors (one- and two-stage, masks), and bad settings get errors that name them."""
+import copy
+import json
+
+import pytest
+import torch
+from conftest import perturb
+from mmengine.config import Config
+
+from mmdet_dyhead import DynamicHead
+from mmdet_dyhead.deploy import BACKENDS, Session, attach, export, export_module
+from mmdet_dyhead.utils.build import build_detector, synthetic_batch
+
+pytestmark = pytest.mark.cpu_only
+
+PYRAMID = [(40, 32), (20, 16), (10, 8), (5, 4), (3, 2)]  # P3-P7 of a 320x256 image
+ODD = [(13, 11), (7, 6), (4, 3)]  # stride-2 sizes of odd maps
+NOT_HALVES = [(12, 10), (5, 5), (3, 2)]  # not exact halves (corrected offsets only)
+
+
+def _outputs(backend, path, n_out, inputs):
+    names = [f'input{i}' for i in range(len(inputs))]
+    return Session(path, backend, names, [f'output{i}' for i in range(n_out)])(*inputs)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('legacy, sizes', [(False, PYRAMID), (False, ODD), (False, NOT_HALVES),
+                                           (True, PYRAMID), (True, ODD)])
+def test_dynamic_head_alone_equals_pytorch(backend, legacy, sizes, tmp_path):
+    torch.manual_seed(0)
+    neck = DynamicHead(32, 32, num_blocks=2, hsigmoid='paper', legacy_offsets=legacy).eval()
+    perturb(neck, 0.5)  # offsets of several pixels: taps cross the borders of every level
+    with torch.no_grad():
+        offsets = neck.blocks[0].spatial.offsets(torch.randn(1, 32, *sizes[0]))[0]
+    assert offsets.abs().max() > 3
+    path = export_module(neck, [torch.randn(1, 32, h, w) for h, w in sizes],
+                         str(tmp_path / 'neck.onnx'), backend, dynamic=True)
+    for batch in (1, 2):
+        feats = [torch.randn(batch, 32, h, w) for h, w in sizes]
+        with torch.no_grad():
+            want = neck(feats)
+        got = _outputs(backend, path, len(sizes), feats)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            assert (g - w).abs().max() <= 1e-4 * w.abs().max(), (backend, batch)
+
+
+def _trained(config, steps=4, **test_cfg):
+    """A demo detector after a few AdamW steps on one batch (offsets and scores move)."""
+    torch.manual_seed(0)
+    cfg = Config.fromfile(config)
+    for k, v in test_cfg.items():
+        cfg.merge_from_dict({k: v})
+    model = build_detector(cfg)
+    masks = 'mask' in config
+    batch = synthetic_batch(2, 128, 160, 6, with_mask=masks)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model.train()
+    for _ in range(steps):
+        data = model.data_preprocessor(batch, True)
+        loss = model.parse_losses(model(**data, mode='loss'))[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return cfg, model.eval()
+
+
+def _assert_same_detections(want, got, size):
+    for w, g in zip(want, got):
+        w, g = w.pred_instances, g.pred_instances
+        assert len(w.bboxes) == len(g.bboxes) > 0
+        assert torch.equal(w.labels, g.labels)
+        assert (w.bboxes - g.bboxes).abs().max() <= 1e-3 * size
+        assert (w.scores - g.scores).abs().max() <= 1e-4
+        if 'masks' in w:
+            assert (w.masks != g.masks).float().mean() < 1e-3
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_atss_dynamic_head_detections_equal_pytorch(backend, tmp_path):
+    cfg, model = _trained('configs/demo/atss_r18_fpn_dyhead_16e_shapes.py',
+                          **{'model.test_cfg.score_thr': 0.01})
+    meta = export(model, cfg, str(tmp_path), backend, dynamic=True)
+    assert set(meta['parts']) == {'features', 'bbox_head'}
+    # no custom op library: every node is the runtime's own
+    import onnx
+    graph = onnx.load(str(tmp_path / 'features.onnx')).graph
+    domains = {n.domain for n in graph.node}
+    assert domains <= ({'', 'org.openvinotoolkit'} if backend == 'openvino' else {''})
+    ops = {n.op_type for n in graph.node}
+    assert ('DeformableConv2D' if backend == 'openvino' else 'DeformConv') in ops
+    deployed = attach(build_detector(cfg), str(tmp_path), backend)
+    batch = synthetic_batch(2, 224, 288, 6)  # not the export's size: dynamic
+    data = model.data_preprocessor(batch, False)
+    with torch.no_grad():
+        want = model.predict(data['inputs'], copy.deepcopy(data['data_samples']))
+        got = deployed.predict(data['inputs'], copy.deepcopy(data['data_samples']))
+    _assert_same_detections(want, got, 288)
+
+
+@pytest.mark.parametrize('config, backend', [
+    ('configs/demo/faster-rcnn_r18_fpn_dyhead-2stage_16e_shapes.py', 'openvino'),
+    ('configs/demo/mask-rcnn_r18_fpn_dyhead_16e_shapes.py', 'onnxruntime')])
+def test_two_stage_detections_and_masks_equal_pytorch(config, backend, tmp_path):
+    cfg, model = _trained(config, **{'model.test_cfg.rcnn.score_thr': 0.0})
+    meta = export(model, cfg, str(tmp_path), backend, shape=(320, 320))
+    parts = {'features', 'rpn_head', 'roi_bbox_head'} | ({'roi_mask_head'} if 'mask' in config
+                                                         else set())
+    assert set(meta['parts']) == parts
+    deployed = attach(build_detector(cfg), str(tmp_path), backend)
+    batch = synthetic_batch(1, 320, 320, 6)
+    data = model.data_preprocessor(batch, False)
+    with torch.no_grad():
+        want = model.predict(data['inputs'], copy.deepcopy(data['data_samples']))
+        got = deployed.predict(data['inputs'], copy.deepcopy(data['data_samples']))
+    _assert_same_detections(want, got, 320)
+
+
+def test_fixed_size_pads_smaller_images_as_mmdet_pads_a_batch(tmp_path):
+    cfg, model = _trained('configs/demo/atss_r18_fpn_dyhead_16e_shapes.py',
+                          **{'model.test_cfg.score_thr': 0.01})
+    export(model, cfg, str(tmp_path), 'onnxruntime')  # the config's 320x320
+    assert json.loads((tmp_path / 'deploy.json').read_text())['input_shape'] == [1, 3, 320, 320]
+    deployed = attach(build_detector(cfg), str(tmp_path), 'onnxruntime')
+    data = model.data_preprocessor(synthetic_batch(1, 256, 320, 6), False)
+    padded = torch.nn.functional.pad(data['inputs'], (0, 0, 0, 64))
+    with torch.no_grad():
+        want = model.predict(padded, copy.deepcopy(data['data_samples']))
+        got = deployed.predict(data['inputs'], copy.deepcopy(data['data_samples']))
+    _assert_same_detections(want, got, 320)
+    too_big = torch.zeros(1, 3, 352, 320)
+    with pytest.raises(ValueError, match='exported for 320x320 inputs; this batch is 352x320'):
+        deployed.extract_feat(too_big)
+
+
+def test_bad_settings_are_named(tmp_path):
+    cfg = Config.fromfile('configs/demo/atss_r18_fpn_dyhead_16e_shapes.py')
+    model = build_detector(cfg)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        export(model, cfg, str(tmp_path), 'tensorrt')
+    with pytest.raises(ValueError, match='multiples of 32'):
+        export(model, cfg, str(tmp_path), 'onnxruntime', shape=(300, 320))
+    with pytest.raises(FileNotFoundError, match='no deploy.json'):
+        attach(model, str(tmp_path), 'onnxruntime')
+    (tmp_path / 'deploy.json').write_text(json.dumps(dict(backend='openvino', kind='one-stage')))
+    with pytest.raises(ValueError, match='exported for openvino, not onnxruntime'):
+        attach(model, str(tmp_path), 'onnxruntime')
+    (tmp_path / 'deploy.json').write_text(json.dumps(dict(backend='openvino', kind='two-stage')))
+    with pytest.raises(ValueError, match='holds a two-stage detector, the config a one-stage'):
+        attach(model, str(tmp_path))

@@ -2,6 +2,7 @@
 alone (offsets across the borders, odd sizes, batch 1 and 2, both offset modes) and whole
 detectors (one- and two-stage, masks), and bad settings get errors that name them."""
 import copy
+import glob
 import json
 
 import pytest
@@ -150,3 +151,56 @@ def test_bad_settings_are_named(tmp_path):
     (tmp_path / 'deploy.json').write_text(json.dumps(dict(backend='openvino', kind='two-stage')))
     with pytest.raises(ValueError, match='holds a two-stage detector, the config a one-stage'):
         attach(model, str(tmp_path))
+
+
+CONFIGS = sorted(glob.glob('configs/*_coco.py')) + sorted(glob.glob('configs/demo/*.py'))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda p: p.split('/')[-1])
+def test_every_config_exports(config, tmp_path):
+    """Every config in configs/ (COCO: R50, 6 blocks of 256 channels; demo: with and without
+    DynamicHead), at a small fixed size to keep the test short: exported and run in onnxruntime,
+    its features and first head equal to PyTorch's."""
+    torch.manual_seed(0)
+    cfg = Config.fromfile(config)
+    model = build_detector(cfg).eval()
+    for m in model.modules():
+        if type(m).__name__ == 'SpatialAwareAttention' and m.offset_conv is not None:
+            torch.nn.init.normal_(m.offset_conv.weight, 0, 0.01)
+    meta = export(model, cfg, str(tmp_path), 'onnxruntime', shape=(128, 160))
+    assert meta['input_shape'] == [1, 3, 128, 160]
+    deployed = attach(build_detector(cfg), str(tmp_path), 'onnxruntime')
+    image = torch.randn(1, 3, 128, 160)
+    head = 'bbox_head' if meta['kind'] == 'one-stage' else 'rpn_head'
+    with torch.no_grad():
+        want = model.extract_feat(image)
+        got = deployed.extract_feat(image)
+        pairs = list(zip(want, got))
+        for w, g in zip(getattr(model, head)(want), getattr(deployed, head)(want)):
+            pairs += list(zip(w, g))
+    for w, g in pairs:
+        assert w.shape == g.shape and (w - g).abs().max() <= 1e-4 * w.abs().max().clamp_min(1e-6)
+
+
+def test_deploy_latency_table_rows_and_ratio():
+    from mmdet_dyhead.deploy.benchmark import VARIANTS, table
+    r = dict(model='m', rows={'DynamicHead': dict(zip(VARIANTS, [40.0, 90.0, 30.0, 33.0])),
+                              '4 stacked convs': {VARIANTS[0]: 30.0, 'onnxruntime': 24.0,
+                                                  'openvino': 25.0}})
+    lines = table([r]).splitlines()
+    assert lines[2].split(' | ')[-1] == '1.25x (onnxruntime) |'  # 30 / 24: fastest of each side
+    assert lines[3].split(' | ')[3] == '-'  # no mmcv kernel in a head without deformable convs
+
+
+def test_readme_deploy_latency_table_is_what_the_saved_benchmark_says(tmp_path):
+    import subprocess
+    import sys
+
+    from mmdet_dyhead.utils.paths import ROOT
+    out = subprocess.run([sys.executable, 'tools/benchmark_deploy.py', '--from-json',
+                          'docs/bench_deploy.json', '--out', str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with open(f'{ROOT}/README.md') as f:
+        assert (tmp_path / 'table.md').read_text().strip() in f.read()

@@ -1,0 +1,101 @@
+"""CPU latency of a detector in each runtime: PyTorch (our kernel, mmcv's), onnxruntime, OpenVINO.
+
+One process, batch 1, the runs of all variants alternating (each round runs every variant once),
+median per variant; predict on a preprocessed image, so decoding and NMS (mmdet's, the same code in
+every variant) are included. ``tools/benchmark_deploy.py`` is the command line.
+"""
+import copy
+import statistics
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+import torch
+
+from ..utils.build import build_detector, num_classes_of, synthetic_batch
+from .export import export
+from .runtime import attach
+
+# (name, DynamicHead config, baseline config, H, W)
+MODELS = {
+    'demo': ('demo ATSS-R18/2 at 320x320 (DynamicHead: 4 blocks of 64 ch)',
+             'configs/demo/atss_r18_fpn_dyhead_16e_shapes.py',
+             'configs/demo/atss_r18_fpn_16e_shapes.py', 320, 320),
+    'coco': ('COCO ATSS-R50 at 800x1344 (DynamicHead: 6 blocks of 256 ch)',
+             'configs/atss_r50_fpn_dyhead_1x_coco.py',
+             'mmdet::atss/atss_r50_fpn_1x_coco.py', 800, 1344),
+}
+VARIANTS = ('pytorch, our kernel', "pytorch, mmcv's kernel", 'onnxruntime', 'openvino')
+
+
+def _config(path: str):
+    """A config file, also one of mmdet's own (``mmdet::atss/...``)."""
+    from mmengine.config import Config
+    if path.startswith('mmdet::'):
+        import os.path as osp
+
+        import mmdet
+        path = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', path[len('mmdet::'):])
+    return Config.fromfile(path)
+
+
+def _variants(config: str, h: int, w: int, tmp: str, dyhead: bool, seed: int = 0) -> Dict:
+    cfg = _config(config)
+    torch.manual_seed(seed)
+    model = build_detector(cfg).eval()
+    for m in model.modules():  # offsets away from zero: sampling off the grid, as trained
+        if type(m).__name__ == 'SpatialAwareAttention' and m.offset_conv is not None:
+            torch.nn.init.normal_(m.offset_conv.weight, 0, 0.01)
+    out = {'pytorch, our kernel': model}
+    if dyhead:
+        mm = copy.deepcopy(model)
+        mm.neck[1].dcn_impl = 'mmcv'
+        out["pytorch, mmcv's kernel"] = mm
+    for backend in ('onnxruntime', 'openvino'):
+        folder = f'{tmp}/{backend}'
+        export(model, cfg, folder, backend, shape=(h, w))
+        out[backend] = attach(build_detector(cfg), folder, backend)
+    return cfg, out
+
+
+def benchmark(key: str, rounds: int = 5, warmup: int = 1,
+              variants: Optional[List[str]] = None) -> Dict:
+    """Milliseconds (median over ``rounds``) per variant, for the DynamicHead model and its
+    stacked-conv baseline; ``variants`` limits which run."""
+    label, dyhead_cfg, base_cfg, h, w = MODELS[key]
+    result = dict(model=label, size=[h, w], rounds=rounds, rows={})
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, config, dyhead in (('DynamicHead', dyhead_cfg, True),
+                                     ('4 stacked convs', base_cfg, False)):
+            cfg, models = _variants(config, h, w, f'{tmp}/{name[0]}', dyhead)
+            models = {k: v for k, v in models.items() if variants is None or k in variants}
+            batch = synthetic_batch(1, h, w, num_classes_of(cfg))
+            data = next(iter(models.values())).data_preprocessor(batch, False)
+            times = {k: [] for k in models}
+            with torch.no_grad():
+                for r in range(warmup + rounds):
+                    for k, m in models.items():  # alternating: drift hits every variant alike
+                        samples = copy.deepcopy(data['data_samples'])
+                        t0 = time.perf_counter()
+                        m.predict(data['inputs'], samples)
+                        if r >= warmup:
+                            times[k].append(time.perf_counter() - t0)
+            result['rows'][name] = {k: round(statistics.median(v) * 1000, 1)
+                                    for k, v in times.items()}
+    return result
+
+
+def table(results: List[Dict]) -> str:
+    """Markdown: one row per model and head, one column per variant, and DynamicHead's latency
+    over the stacked convs' in the fastest backend."""
+    lines = ['| model | head | ' + ' | '.join(VARIANTS) + ' | fastest: DynamicHead / stacked |',
+             '| --- ' * (len(VARIANTS) + 3) + '|']
+    for r in results:
+        dy, base = r['rows']['DynamicHead'], r['rows']['4 stacked convs']
+        best = min(dy, key=dy.get)
+        ratio = dy[best] / min(base.values())
+        for head, row in (('DynamicHead', dy), ('4 stacked convs', base)):
+            cells = [f'{row[v]:.1f} ms' if v in row else '-' for v in VARIANTS]
+            extra = f'{ratio:.2f}x ({best})' if head == 'DynamicHead' else ''
+            lines.append(f'| {r["model"]} | {head} | ' + ' | '.join(cells) + f' | {extra} |')
+    return '\n'.join(lines) + '\n'

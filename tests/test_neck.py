@@ -137,3 +137,43 @@ def test_built_from_the_registry_in_eval_and_no_grad():
     assert out[0].shape == (2, 16, 6, 6) and out[1].shape == (2, 16, 3, 3)
     for a, b in zip(out, train_out):
         torch.testing.assert_close(a, b.detach())
+
+
+def test_with_cp_gives_the_same_outputs_and_gradients():
+    """Gradient checkpointing recomputes each block in the backward: nothing else changes."""
+    torch.manual_seed(0)
+    plain = DynamicHead(32, 32, num_blocks=2)
+    perturb(plain, 0.05)
+    cp = DynamicHead(32, 32, num_blocks=2, with_cp=True)
+    cp.load_state_dict(plain.state_dict())
+    feats = [torch.randn(2, 32, s, s + 1) for s in (12, 6, 3)]
+    calls = {id(plain): 0, id(cp): 0}
+    for model in (plain, cp):
+        model.blocks[0].register_forward_pre_hook(
+            lambda *_, key=id(model): calls.__setitem__(key, calls[key] + 1))
+    outs, grads = [], []
+    for model in (plain, cp):
+        xs = [f.clone().requires_grad_() for f in feats]
+        out = model(xs)
+        sum((o * torch.randn_like(o, generator=torch.Generator().manual_seed(1))).sum()
+            for o in out).backward()
+        outs.append(out)
+        grads.append([x.grad for x in xs] + [p.grad for p in model.parameters()])
+    assert calls == {id(plain): 1, id(cp): 2}  # the block ran again in the backward
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, atol=1e-6)
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    with pytest.raises(TypeError, match='with_cp must be True or False'):
+        DynamicHead(32, 32, with_cp=1)
+
+
+def test_task_attention_without_autograd_equals_the_autograd_form():
+    from mmdet_dyhead import TaskAwareAttention
+    torch.manual_seed(0)
+    task = TaskAwareAttention(32)
+    perturb(task, 0.3)
+    x = torch.randn(2, 32, 7, 5)
+    with torch.no_grad():
+        fast = task(x)
+    assert torch.equal(fast, task(x).detach())

@@ -134,7 +134,11 @@ class TaskAwareAttention(nn.Module):
                 a2 * scale + self.init_a[1], b2 + self.init_b[1])
 
     def forward(self, x: Tensor) -> Tensor:
-        return _DynamicReLU.apply(x, *self.coefficients(x))
+        a1, b1, a2, b2 = self.coefficients(x)
+        if torch.is_grad_enabled():
+            return _DynamicReLU.apply(x, a1, b1, a2, b2)
+        # no backward will come: nothing kept (the autograd form saves a sign map of x's size)
+        return torch.maximum(torch.addcmul(b1, x, a1), torch.addcmul(b2, x, a2))
 
 
 class SpatialAwareAttention(nn.Module):

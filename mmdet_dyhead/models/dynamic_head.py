@@ -5,6 +5,7 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from . import options
 from .attentions import LevelMean, ScaleAwareAttention, SpatialAwareAttention, TaskAwareAttention
@@ -73,13 +74,16 @@ class DynamicHead(BaseModule):
             microsoft/DynamicHead exactly (for their trained weights); False gives each branch
             offsets of its own size.
         dcn_impl: 'auto' (our gather + GEMM kernel on CPU, mmcv's on GPU), 'torch' or 'mmcv'.
+        with_cp: gradient checkpointing (mmdet's name): in training, each block's activations
+            are recomputed in the backward instead of kept, for memory at the cost of a second
+            forward of each block.
     """
 
     def __init__(self, in_channels: int = 256, out_channels: int = 256, num_blocks: int = 6,
                  scale_aware: bool = True, spatial_aware: bool = True, task_aware: bool = True,
                  hsigmoid: str = 'reference', spatial_bias: bool = False,
                  norm_cfg: Optional[dict] = DEFAULT_NORM, zero_init_offset: bool = True,
-                 legacy_offsets: bool = False, dcn_impl: str = 'auto',
+                 legacy_offsets: bool = False, dcn_impl: str = 'auto', with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         owner = 'DynamicHead'
         super().__init__(init_cfg=options.init_cfg(owner, init_cfg))
@@ -89,8 +93,9 @@ class DynamicHead(BaseModule):
         for name, value in (('scale_aware', scale_aware), ('spatial_aware', spatial_aware),
                             ('task_aware', task_aware), ('spatial_bias', spatial_bias),
                             ('zero_init_offset', zero_init_offset),
-                            ('legacy_offsets', legacy_offsets)):
+                            ('legacy_offsets', legacy_offsets), ('with_cp', with_cp)):
             options.flag(owner, name, value)
+        self.with_cp = with_cp
         options.hsigmoid(owner, hsigmoid)
         options.dcn_impl(owner, dcn_impl)
         options.norm_cfg(owner, norm_cfg, self.out_channels)
@@ -161,5 +166,8 @@ class DynamicHead(BaseModule):
     def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
         feats = self.check_inputs(inputs)
         for block in self.blocks:
-            feats = block(feats)
+            if self.with_cp and torch.is_grad_enabled():
+                feats = checkpoint(block, feats, use_reentrant=False)
+            else:
+                feats = block(feats)
         return tuple(f.contiguous() for f in feats)

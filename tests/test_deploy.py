@@ -204,3 +204,23 @@ def test_readme_deploy_latency_table_is_what_the_saved_benchmark_says(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     with open(f'{ROOT}/README.md') as f:
         assert (tmp_path / 'table.md').read_text().strip() in f.read()
+
+
+def test_a_missing_runtime_says_what_to_install(monkeypatch):
+    import builtins
+
+    from mmdet_dyhead.deploy import require
+    real_import = builtins.__import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name.split('.')[0] in ('openvino', 'onnx'):
+            raise ImportError(f'No module named {name!r}')
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, '__import__', no_openvino)
+    import importlib
+    monkeypatch.setattr(importlib, 'import_module', lambda name: no_openvino(name))
+    with pytest.raises(SystemExit, match='needs the openvino package.*pip install openvino=='):
+        require('openvino')
+    with pytest.raises(SystemExit, match='needs the onnx package.*pip install onnx=='):
+        require('onnxruntime', export=True)
+    assert require('onnxruntime').__name__ == 'onnxruntime'

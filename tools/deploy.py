@@ -36,7 +36,7 @@ def main(argv=None):
     p.add_argument('--batch', type=int, default=1, help='batch size of a fixed-size export')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     a = p.parse_args(argv)
-    require(a.backend)  # says what to install before anything is built
+    require(a.backend, export=True)  # says what to install before anything is built
     for path in (a.config, a.checkpoint):
         if not osp.isfile(path):
             raise SystemExit(f'not found: {path}')

@@ -16,21 +16,23 @@ from . import parts as P
 from .symbolic import check_backend
 
 INSTALL = {'onnxruntime': 'pip install onnxruntime==1.31.1',
-           'openvino': 'pip install openvino==2026.4.1'}
+           'openvino': 'pip install openvino==2026.4.1', 'onnx': 'pip install onnx==1.23.2'}
 
 
-def require(backend: str):
-    """The runtime's module, or a SystemExit that says what to install."""
+def require(backend: str, export: bool = False):
+    """The runtime's module (and for ``export`` the onnx package the exporter writes with), or
+    a SystemExit that says what to install."""
+    import importlib
     check_backend(backend)
-    try:
-        if backend == 'onnxruntime':
-            import onnxruntime
-            return onnxruntime
-        import openvino
-        return openvino
-    except ImportError as e:
-        raise SystemExit(f'--backend {backend} needs the {backend} package ({e}); install it with '
-                         f'`{INSTALL[backend]}` (make setup does)') from e
+    for name in ([backend] + (['onnx'] if export else [])):
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:
+            raise SystemExit(f'--backend {backend} needs the {name} package ({e}); install it '
+                             f'with `{INSTALL[name]}` (make setup does)') from e
+        if name == backend:
+            runtime = module
+    return runtime
 
 
 class Session:

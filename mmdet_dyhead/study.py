@@ -260,22 +260,28 @@ def _pm(s: Summary, key: str, digits: int = 3) -> str:
 
 
 def table(summaries: Sequence[Summary], ref: Optional[str] = None) -> str:
-    """Markdown: mean ± std (sample std over seeds) of mAP, mAP@50, mAP@75, mask mAP (where a
-    row has masks), final training loss, and the medians of training time, latency, FLOPs and
-    parameters."""
+    """Markdown: mean ± std (sample std over seeds) of mAP, mAP@50, mAP@75, the mean AP of small
+    and large objects (where saved), mask mAP (where a row has masks), final training loss, and
+    the medians of training time, latency, FLOPs and parameters."""
+    sizes = any(s.values('bbox_mAP_s') for s in summaries)
     masks = any(s.values('segm_mAP') for s in summaries)
-    rows = ['| row | seeds | mAP | mAP@50 | mAP@75 |' + (' mask mAP |' if masks else '')
+    rows = ['| row | seeds | mAP | mAP@50 | mAP@75 |' + (' AP small / large |' if sizes else '')
+            + (' mask mAP |' if masks else '')
             + ' final train loss | training | latency (1 img) | GFLOPs | params |',
-            '| --- ' * (10 + masks) + '|']
+            '| --- ' * (10 + sizes + masks) + '|']
     base = next((s for s in summaries if s.row == ref), None)
     for s in summaries:
         lat = f'{s.median("latency_ms"):.0f} ms'
         if base is not None and s is not base:
             lat += f' ({s.median("latency_ms") / base.median("latency_ms"):.2f}x)'
         seeds = ','.join(str(r['seed']) for r in s.runs)
+        size = ''
+        if sizes:
+            size = (f' {s.mean("bbox_mAP_s"):.3f} / {s.mean("bbox_mAP_l"):.3f} |'
+                    if s.values('bbox_mAP_s') and s.values('bbox_mAP_l') else ' - |')
         mask = (f' {_pm(s, "segm_mAP") if s.values("segm_mAP") else "-"} |' if masks else '')
         rows.append(f'| {s.label} | {seeds} | {_pm(s, "bbox_mAP")} | {_pm(s, "bbox_mAP_50")} '
-                    f'| {_pm(s, "bbox_mAP_75")} |{mask} {_pm(s, "final_train_loss", 2)} '
+                    f'| {_pm(s, "bbox_mAP_75")} |{size}{mask} {_pm(s, "final_train_loss", 2)} '
                     f'| {s.median("train_s") / 60:.1f} min | {lat} | {s.median("gflops"):.2f} '
                     f'| {s.median("params_m"):.2f} M |')
     return '\n'.join(rows) + '\n'

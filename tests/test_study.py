@@ -61,6 +61,14 @@ def test_mask_column_only_where_a_row_has_masks():
     assert all(line.count('|') == md[0].count('|') for line in md)
 
 
+def test_small_and_large_ap_are_means_over_seeds():
+    runs = [_fake_run('atss', 0, 0.4, bbox_mAP_s=0.2, bbox_mAP_l=0.6),
+            _fake_run('atss', 1, 0.4, bbox_mAP_s=0.3, bbox_mAP_l=0.7)]
+    md = study.table(study.summarize_rows(runs, ['atss'], 16)).splitlines()
+    assert md[0].split(' | ')[5] == 'AP small / large'
+    assert md[2].split(' | ')[5] == '0.250 / 0.650'
+
+
 def test_runs_of_another_schedule_are_not_mixed_in():
     runs = [_fake_run('atss', 0, 0.4), _fake_run('atss', 1, 0.9, epochs=8)]
     (s,) = study.summarize_rows(runs, ['atss'], 16)

@@ -35,7 +35,7 @@ from mmdet_dyhead.utils.paths import ROOT  # noqa: E402
 from mmdet_dyhead.utils.timing import sync  # noqa: E402
 
 IMPLS = ['mmdet DyHead', 'ours, mmcv kernel', 'ours, torch kernel', 'ours, default',
-         '4 stacked convs']
+         'ours, with_cp', '4 stacked convs']
 
 
 def pyramid_sizes(h: int, w: int):
@@ -82,6 +82,8 @@ def build(channels: int, blocks: int, device: str, seed: int = 0):
         'ours, default': from_mmdet_dyhead(ref, dcn_impl='auto', legacy_offsets=False),
         '4 stacked convs': StackedConvs(channels),
     }
+    models['ours, with_cp'] = from_mmdet_dyhead(ref, dcn_impl='auto', legacy_offsets=False)
+    models['ours, with_cp'].with_cp = True  # each block recomputed in the backward
     return {k: m.to(device) for k, m in models.items()}
 
 

@@ -211,11 +211,59 @@ def save(result: dict, results_dir: str = RESULTS_DIR) -> str:
 
 
 def load_results(results_dir: str = RESULTS_DIR) -> List[dict]:
+    """The saved runs. Where ``latency.json`` (``measure_latencies``: every row side by side in
+    one process) has a row, its latency replaces the one measured after each run (kept as
+    ``run_latency_ms``), so the tables compare latencies taken at the same time."""
     out = []
     for path in sorted(glob.glob(osp.join(results_dir, '*_e*_s*.json'))):
         with open(path) as f:
             out.append(json.load(f))
+    side_by_side = osp.join(results_dir, LATENCY_FILE)
+    if osp.isfile(side_by_side):
+        with open(side_by_side) as f:
+            rows = json.load(f)['rows']
+        for r in out:
+            if r['row'] in rows:
+                r['run_latency_ms'], r['latency_ms'] = r.get('latency_ms'), rows[r['row']]
     return out
+
+
+LATENCY_FILE = 'latency.json'
+
+
+def measure_latencies(rows: Sequence[str], rounds: int = 20, warmup: int = 3) -> dict:
+    """CPU latency (ms, median) of each row's detector, batch 1, 320x320, predict with pre- and
+    post-processing, all rows alternating in this one process (each round runs every row once),
+    so machine drift hits every row alike. Random weights (the same for every run of a row)."""
+    import copy
+
+    import torch
+    from mmengine.config import Config
+
+    from .utils.build import build_detector, num_classes_of, synthetic_batch
+    from .utils.machine import machine_name
+    models, data = {}, {}
+    for name in rows:
+        row = ROWS[name]
+        cfg = Config.fromfile(osp.join(ROOT, row.config))
+        if row.options:
+            cfg.merge_from_dict(dict(_parse_option(o) for o in row_options(row)))
+        torch.manual_seed(0)
+        models[name] = build_detector(cfg, 'cpu').eval()
+        data[name] = models[name].data_preprocessor(
+            synthetic_batch(1, 320, 320, num_classes_of(cfg)), False)
+    times = {name: [] for name in rows}
+    with torch.no_grad():
+        for r in range(warmup + rounds):
+            for name, model in models.items():
+                samples = copy.deepcopy(data[name]['data_samples'])
+                t0 = time.perf_counter()
+                model.predict(data[name]['inputs'], samples)
+                if r >= warmup:
+                    times[name].append(time.perf_counter() - t0)
+    return dict(machine=machine_name(), date=time.strftime('%Y-%m-%d'), rounds=rounds,
+                size=[320, 320], rows={n: round(statistics.median(v) * 1000, 2)
+                                       for n, v in times.items()})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,6 +69,17 @@ def test_small_and_large_ap_are_means_over_seeds():
     assert md[2].split(' | ')[5] == '0.250 / 0.650'
 
 
+def test_side_by_side_latency_replaces_each_runs_own(tmp_path):
+    for seed, ms in ((0, 30.0), (1, 50.0)):
+        study.save(_fake_run('atss', seed, 0.4, latency_ms=ms), str(tmp_path))
+    study.save(_fake_run('atss-dyhead4', 0, 0.5, latency_ms=90.0), str(tmp_path))
+    (tmp_path / study.LATENCY_FILE).write_text(json.dumps(dict(rows={'atss': 20.0})))
+    runs = {(r['row'], r['seed']): r for r in study.load_results(str(tmp_path))}
+    assert runs['atss', 0]['latency_ms'] == runs['atss', 1]['latency_ms'] == 20.0
+    assert runs['atss', 1]['run_latency_ms'] == 50.0
+    assert runs['atss-dyhead4', 0]['latency_ms'] == 90.0  # not in latency.json: its own
+
+
 def test_runs_of_another_schedule_are_not_mixed_in():
     runs = [_fake_run('atss', 0, 0.4), _fake_run('atss', 1, 0.9, epochs=8)]
     (s,) = study.summarize_rows(runs, ['atss'], 16)

@@ -5,12 +5,15 @@
     python tools/study.py run --rows atss atss-dyhead4 --seeds 0 1 2 [--epochs 16]
                               [--val-interval 2] [--skip-done] [--commit]
     python tools/study.py tables [--update-readme]
+    python tools/study.py latency [--rows ...] [--rounds 20]
 
 ``run`` saves each finished run as docs/study/{row}_e{epochs}_s{seed}.json (``--commit`` also
 commits that file, so a long study survives interruptions); ``tables`` rebuilds the README's study
-tables and the plots in docs/study/ from those files alone.
+tables and the plots in docs/study/ from those files alone. ``latency`` times every row's
+detector side by side in one process (docs/study/latency.json), which the tables then use.
 """
 import argparse
+import json
 import os.path as osp
 import subprocess
 import sys
@@ -69,6 +72,21 @@ def cmd_tables(a):
         print('[study] README.md updated')
 
 
+def cmd_latency(a):
+    rows = a.rows or list(study.ROWS)
+    unknown = [r for r in rows if r not in study.ROWS]
+    if unknown:
+        raise SystemExit(f'unknown rows {unknown}; `python tools/study.py list` shows them')
+    result = study.measure_latencies(rows, a.rounds)
+    path = osp.join(a.results, study.LATENCY_FILE)
+    with open(path, 'w') as f:
+        json.dump(result, f, indent=1)
+        f.write('\n')
+    for row, ms in result['rows'].items():
+        print(f'{row:32s} {ms:8.1f} ms')
+    print(f'[study] {path}')
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--results', default=study.RESULTS_DIR, help='folder of the saved runs')
@@ -82,6 +100,9 @@ def main(argv=None):
     r.add_argument('--work-dir', default=osp.join(study.ROOT, 'outputs', 'study'))
     r.add_argument('--skip-done', action='store_true', help='skip runs already saved')
     r.add_argument('--commit', action='store_true', help='git-commit each saved run')
+    lat = sub.add_parser('latency', help='time every row side by side (latency.json)')
+    lat.add_argument('--rows', nargs='+', help='default: every row')
+    lat.add_argument('--rounds', type=int, default=20)
     t = sub.add_parser('tables', help='rebuild tables and plots from the saved runs')
     t.add_argument('--update-readme', action='store_true')
     a = p.parse_args(argv)
@@ -90,6 +111,8 @@ def main(argv=None):
             print(f'{row.name:32s} {row.label}  [{row.config} {" ".join(study.row_options(row))}]')
     elif a.cmd == 'run':
         cmd_run(a)
+    elif a.cmd == 'latency':
+        cmd_latency(a)
     else:
         cmd_tables(a)
 

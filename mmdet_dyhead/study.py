@@ -235,13 +235,12 @@ def measure_latencies(rows: Sequence[str], rounds: int = 20, warmup: int = 3) ->
     """CPU latency (ms, median) of each row's detector, batch 1, 320x320, predict with pre- and
     post-processing, all rows alternating in this one process (each round runs every row once),
     so machine drift hits every row alike. Random weights (the same for every run of a row)."""
-    import copy
-
     import torch
     from mmengine.config import Config
 
     from .utils.build import build_detector, num_classes_of, synthetic_batch
     from .utils.machine import machine_name
+    from .utils.timing import time_predict_alternating
     models, data = {}, {}
     for name in rows:
         row = ROWS[name]
@@ -252,15 +251,7 @@ def measure_latencies(rows: Sequence[str], rounds: int = 20, warmup: int = 3) ->
         models[name] = build_detector(cfg, 'cpu').eval()
         data[name] = models[name].data_preprocessor(
             synthetic_batch(1, 320, 320, num_classes_of(cfg)), False)
-    times = {name: [] for name in rows}
-    with torch.no_grad():
-        for r in range(warmup + rounds):
-            for name, model in models.items():
-                samples = copy.deepcopy(data[name]['data_samples'])
-                t0 = time.perf_counter()
-                model.predict(data[name]['inputs'], samples)
-                if r >= warmup:
-                    times[name].append(time.perf_counter() - t0)
+    times = time_predict_alternating(models, data, rounds, warmup)
     return dict(machine=machine_name(), date=time.strftime('%Y-%m-%d'), rounds=rounds,
                 size=[320, 320], rows={n: round(statistics.median(v) * 1000, 2)
                                        for n, v in times.items()})

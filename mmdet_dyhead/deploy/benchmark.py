@@ -7,12 +7,12 @@ every variant) are included. ``tools/benchmark_deploy.py`` is the command line.
 import copy
 import statistics
 import tempfile
-import time
 from typing import Dict, List, Optional
 
 import torch
 
 from ..utils.build import build_detector, num_classes_of, synthetic_batch
+from ..utils.timing import time_predict_alternating
 from .export import export
 from .runtime import attach
 
@@ -71,15 +71,7 @@ def benchmark(key: str, rounds: int = 5, warmup: int = 1,
             models = {k: v for k, v in models.items() if variants is None or k in variants}
             batch = synthetic_batch(1, h, w, num_classes_of(cfg))
             data = next(iter(models.values())).data_preprocessor(batch, False)
-            times = {k: [] for k in models}
-            with torch.no_grad():
-                for r in range(warmup + rounds):
-                    for k, m in models.items():  # alternating: drift hits every variant alike
-                        samples = copy.deepcopy(data['data_samples'])
-                        t0 = time.perf_counter()
-                        m.predict(data['inputs'], samples)
-                        if r >= warmup:
-                            times[k].append(time.perf_counter() - t0)
+            times = time_predict_alternating(models, {k: data for k in models}, rounds, warmup)
             result['rows'][name] = {k: round(statistics.median(v) * 1000, 1)
                                     for k, v in times.items()}
     return result

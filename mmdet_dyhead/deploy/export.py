@@ -77,13 +77,8 @@ def export(model: nn.Module, cfg, out_dir: str, backend: str, shape: Optional[Se
         elif dynamic:
             axes = {n: {0: 'batch', 2: f'{n}_h', 3: f'{n}_w'} for n in in_names}
             axes.update({n: {0: 'batch'} for n in out_names})
-        path = osp.join(out_dir, f'{name}.onnx')
-        with onnx_backend(backend), torch.no_grad():
-            # eval(): the exporter restores the wrapper's mode afterwards, and with it the model's
-            torch.onnx.export(P.Traced(fn, model).eval(), tuple(inputs), path, dynamo=False,
-                              opset_version=OPSET, custom_opsets=CUSTOM_OPSETS[backend],
-                              input_names=in_names, output_names=out_names,
-                              dynamic_axes=axes or None, do_constant_folding=True)
+        _write_onnx(P.Traced(fn, model), inputs, osp.join(out_dir, f'{name}.onnx'), backend,
+                    in_names, out_names, axes or None)
         meta['parts'][name] = dict(file=f'{name}.onnx', inputs=in_names, outputs=out_names,
                                    structure=structure)
     cfg.dump(osp.join(out_dir, 'config.py'))
@@ -132,8 +127,14 @@ def export_module(module: nn.Module, inputs: Sequence[torch.Tensor], path: str, 
         n_out = len(wrapper(*inputs))
     in_names, out_names = _names('input', len(inputs)), _names('output', n_out)
     axes = ({n: {0: 'batch', 2: f'{n}_h', 3: f'{n}_w'} for n in in_names} if dynamic else None)
-    with onnx_backend(backend), torch.no_grad():
-        torch.onnx.export(wrapper, tuple(inputs), path, dynamo=False, opset_version=OPSET,
-                          custom_opsets=CUSTOM_OPSETS[backend], input_names=in_names,
-                          output_names=out_names, dynamic_axes=axes)
+    _write_onnx(wrapper, inputs, path, backend, in_names, out_names, axes)
     return path
+
+
+def _write_onnx(module: nn.Module, inputs, path: str, backend: str, in_names, out_names, axes):
+    """The one export call: TorchScript exporter, opset 19, deformable convs as ``backend``'s op."""
+    with onnx_backend(backend), torch.no_grad():
+        # eval(): the exporter restores the wrapper's mode afterwards, and with it the model's
+        torch.onnx.export(module.eval(), tuple(inputs), path, dynamo=False, opset_version=OPSET,
+                          custom_opsets=CUSTOM_OPSETS[backend], input_names=in_names,
+                          output_names=out_names, dynamic_axes=axes, do_constant_folding=True)

@@ -51,3 +51,19 @@ def summarize(times: Sequence[float]) -> Tuple[float, float]:
         return times[0], 0.0
     q = statistics.quantiles(times, n=4)
     return statistics.median(times), q[2] - q[0]
+
+
+def time_predict_alternating(models: dict, data: dict, rounds: int, warmup: int) -> dict:
+    """Seconds of ``predict`` per round for each model on its preprocessed ``data[name]``, all
+    models alternating (each round runs every model once), so machine drift hits them alike."""
+    import copy
+    times = {name: [] for name in models}
+    with torch.no_grad():
+        for r in range(warmup + rounds):
+            for name, model in models.items():
+                samples = copy.deepcopy(data[name]['data_samples'])
+                t0 = time.perf_counter()
+                model.predict(data[name]['inputs'], samples)
+                if r >= warmup:
+                    times[name].append(time.perf_counter() - t0)
+    return times

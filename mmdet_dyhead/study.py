@@ -422,8 +422,53 @@ def plot_map_vs_latency(results: Sequence[dict], rows: Sequence[str], epochs: in
     _save(fig, ax, 'CPU latency, batch 1, 320x320 (ms)', path)
 
 
+def depth_points(results: Sequence[dict], rows: Sequence[str], epochs: int) -> List[dict]:
+    """One point per row of the depth study: its depth label, median GFLOPs and latency, mean
+    mAP and its sample std (nan with one seed)."""
+    return [dict(row=s.row, label=depth_label(s.row), gflops=s.median('gflops'),
+                 latency_ms=s.median('latency_ms'), mAP=s.mean('bbox_mAP'), std=s.std('bbox_mAP'))
+            for s in summarize_rows(results, rows, epochs)]
+
+
+def depth_label(row: str) -> str:
+    """'4 stacked convs' for a row without DynamicHead, else its depth ('1 block', '6 blocks')."""
+    blocks = dict(ROWS[row].options).get(_BLOCKS.replace('__', '.'))
+    if blocks is None:
+        return '4 stacked convs'
+    return f'{blocks} block' + ('s' if blocks > 1 else '')
+
+
+def plot_depth(results: Sequence[dict], rows: Sequence[str], epochs: int, path: str):
+    """The depth study as one figure: mAP (std as error bar) against GFLOPs (left) and against
+    latency (right); DynamicHead's depths joined in order, the stacked convs as a square."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    points = depth_points(results, rows, epochs)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    for ax, key, xlabel in ((axes[0], 'gflops', 'GFLOPs (320x320)'),
+                            (axes[1], 'latency_ms', 'CPU latency, batch 1, 320x320 (ms)')):
+        dy = [p for p in points if 'block' in p['label']]
+        ax.plot([p[key] for p in dy], [p['mAP'] for p in dy], color='tab:orange', alpha=0.5,
+                label='DynamicHead')
+        for p in points:
+            is_dy = 'block' in p['label']
+            ax.errorbar(p[key], p['mAP'], yerr=None if math.isnan(p['std']) else p['std'],
+                        marker='o' if is_dy else 's', capsize=3,
+                        color='tab:orange' if is_dy else 'tab:blue')
+            ax.annotate(p['label'], (p[key], p['mAP']), fontsize=7, xytext=(4, 4),
+                        textcoords='offset points')
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel('val bbox mAP')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 PLOTS = (('curves.png', plot_curves, SECTIONS[0][1], 16),
-         ('map_vs_latency.png', plot_map_vs_latency, SECTIONS[1][1], 16))
+         ('map_vs_latency.png', plot_map_vs_latency, SECTIONS[1][1], 16),
+         ('depth.png', plot_depth, SECTIONS[3][1], 16))
 
 
 def write_plots(results: Sequence[dict], out_dir: str = RESULTS_DIR) -> List[str]:

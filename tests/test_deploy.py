@@ -224,3 +224,53 @@ def test_a_missing_runtime_says_what_to_install(monkeypatch):
     with pytest.raises(SystemExit, match='needs the onnx package.*pip install onnx=='):
         require('onnxruntime', export=True)
     assert require('onnxruntime').__name__ == 'onnxruntime'
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_openvino_border_pads_folded_into_the_conv_sample_as_mmcv(stride, tmp_path):
+    """The OpenVINO rewrite (zero ring -> the conv's pads with bilinear_interpolation_pad) at the
+    borders: every tap half a pixel to 1.5 px outside the map, and random taps across it."""
+    import openvino as ov
+
+    from mmdet_dyhead.deploy.openvino_passes import fold_border_pads
+    from mmdet_dyhead.models.deform_conv_norm import DeformConvNorm
+
+    class Conv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dcn = DeformConvNorm(8, 8, stride)
+
+        def forward(self, xs):
+            return self.dcn(*xs)
+
+    conv = Conv().eval()
+    h, w = 7, 6
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    x = torch.randn(1, 8, h, w)
+    offset = torch.empty(1, 18, ho, wo)
+    offset[:, 0::2], offset[:, 1::2] = -0.5, 0.7  # (dy, dx): off the top, onto the right ring
+    offset[..., 0, :] = torch.empty(1, 18, wo).uniform_(-1.5, -0.5)  # the top row further out
+    offset[..., -1] = torch.randn(1, 18, ho) * 2
+    mask = torch.rand(1, 9, ho, wo)
+    path = export_module(conv, [x, offset, mask], str(tmp_path / 'dcn.onnx'), 'openvino')
+    graph = ov.Core().read_model(path)
+    assert fold_border_pads(graph) == 1
+    assert not [n for n in graph.get_ordered_ops() if n.get_type_name() == 'Pad']
+    with torch.no_grad():
+        want = conv([x, offset, mask])
+    got = _outputs('openvino', path, 1, [x, offset, mask])[0]  # Session folds the pads
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    # the attribute matters at these taps: the same conv without it (OpenVINO's default)
+    # moves the samples near the border onto it
+    import openvino.opset8 as ops
+    conv_node = next(n for n in graph.get_ordered_ops()
+                     if n.get_type_name() == 'DeformableConvolution')
+    a = conv_node.get_attributes()
+    clamping = ops.deformable_convolution(
+        *[conv_node.input_value(i) for i in range(3)], a['strides'], a['pads_begin'],
+        a['pads_end'], a['dilations'], mask=conv_node.input_value(3),
+        bilinear_interpolation_pad=False)
+    conv_node.output(0).replace(clamping.output(0))
+    clamped = ov.Core().compile_model(graph, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})(
+        [t.numpy() for t in (x, offset, mask)])[0]
+    assert (torch.from_numpy(clamped) - want).abs().max() > 1e-2 * want.abs().max()

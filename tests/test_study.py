@@ -155,3 +155,21 @@ def test_a_section_appears_once_it_has_a_row_of_its_own():
     tables = study.sections(runs)
     assert set(tables) == {'main', 'recipe', 'ablation'}
     assert 'spatial-aware only' in tables['ablation'] and 'depth' not in tables
+
+
+def test_depth_points_are_each_rows_depth_and_means(tmp_path):
+    runs = [_fake_run('atss-fpngn', s, m) for s, m in enumerate([0.60, 0.62])]
+    runs += [_fake_run('atss-dyhead1', 0, 0.55, gflops=1.0),
+             _fake_run('atss-dyhead6', 0, 0.63, gflops=2.3, latency_ms=40.0),
+             _fake_run('atss-dyhead6', 1, 0.61, gflops=2.3, latency_ms=44.0)]
+    rows = {m: r for m, r, _ in study.SECTIONS}['depth']
+    points = {p['label']: p for p in study.depth_points(runs, rows, 16)}
+    assert list(points) == ['4 stacked convs', '1 block', '6 blocks']  # the section's order
+    assert points['6 blocks']['mAP'] == pytest.approx(0.62)
+    assert points['6 blocks']['std'] == pytest.approx(statistics.stdev([0.63, 0.61]))
+    assert points['6 blocks']['latency_ms'] == 42.0 and points['6 blocks']['gflops'] == 2.3
+    assert points['1 block']['gflops'] == 1.0
+    assert points['4 stacked convs']['mAP'] == pytest.approx(0.61)
+    # the plot is written only from the depth rows
+    paths = study.write_plots(runs, str(tmp_path))
+    assert osp.basename(paths[-1]) == 'depth.png' and osp.getsize(paths[-1]) > 0

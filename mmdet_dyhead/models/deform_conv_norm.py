@@ -82,6 +82,14 @@ def stacked_weights(a: DeformConvNorm, b: DeformConvNorm) -> Tuple[Tensor, Optio
 
 def split_norm(y: Tensor, a: DeformConvNorm, b: DeformConvNorm) -> Tuple[Tensor, Tensor]:
     """A stacked conv's (N, 2 C_out, H, W) output -> ``(a.norm(first half), b.norm(second))``."""
+    if torch.onnx.is_in_onnx_export() and _stackable_norms(a.norm, b.norm):
+        # export: one GroupNorm over the stacked channels, then the split. Its groups are the
+        # two norms' groups side by side, so the statistics are the same; in the runtimes a
+        # split of the normalised (planar) output is free, a split of the conv's output is not
+        na, nb = a.norm, b.norm
+        y = F.group_norm(y, na.num_groups + nb.num_groups, torch.cat([na.weight, nb.weight]),
+                         torch.cat([na.bias, nb.bias]), na.eps)
+        return tuple(y.split([a.conv.out_channels, b.conv.out_channels], dim=1))
     # each half as a dense tensor of its own: GroupNorm would otherwise copy a strided half while
     # the stacked output stays alive beside the copy
     fmt = torch.channels_last if y.is_contiguous(memory_format=torch.channels_last) \
@@ -90,6 +98,13 @@ def split_norm(y: Tensor, a: DeformConvNorm, b: DeformConvNorm) -> Tuple[Tensor,
               for t in y.split([a.conv.out_channels, b.conv.out_channels], dim=1))
     del y
     return a.norm(ya), b.norm(yb)
+
+
+def _stackable_norms(na: nn.Module, nb: nn.Module) -> bool:
+    """Two GroupNorms that one GroupNorm over their stacked channels equals."""
+    return (isinstance(na, nn.GroupNorm) and isinstance(nb, nn.GroupNorm) and na.affine
+            and nb.affine and na.eps == nb.eps
+            and na.num_channels // na.num_groups == nb.num_channels // nb.num_groups)
 
 
 def fused_deform_conv_norm(a: DeformConvNorm, b: DeformConvNorm, x: Tensor,

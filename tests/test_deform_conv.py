@@ -168,6 +168,24 @@ def test_onednn_gemm_equals_torch_mm():
         torch.testing.assert_close(deform_conv._linear(x, y).double(), ref, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize('wanted', [('x', 'weight'), ('x',), ('offset',), ('mask', 'bias'),
+                                    ('weight',)])
+def test_gradients_of_some_inputs_only(wanted):
+    """Fixed offsets (a frozen offset conv), a frozen conv, ...: the backward returns only the
+    wanted gradients, each equal to mmcv's (an op's unwanted outputs must not alias)."""
+    torch.manual_seed(0)
+    tensors = _case(2, 4, 5, 6, 7, 1, 1.5)
+    names = ['x', 'offset', 'mask', 'weight', 'bias']
+    for name, t in zip(names, tensors):
+        t.requires_grad_(name in wanted)
+    live = [t for n, t in zip(names, tensors) if n in wanted]
+    g = torch.randn(2, 5, 6, 7, dtype=torch.float64)
+    ours = torch.autograd.grad(modulated_deform_conv2d(*tensors, 1, 1, 1), live, g)
+    ref = torch.autograd.grad(_mmcv(*tensors, 1, 1, 1), live, g)
+    for a, r in zip(ours, ref):
+        torch.testing.assert_close(a, r, rtol=1e-7, atol=1e-7 * r.abs().max().item())
+
+
 def test_registered_op_passes_torch_library_opcheck():
     """The kernel is a registered op (``mmdet_dyhead::deform_conv2d_levels``): its schema, fake
     implementation (what torch.export / torch.compile trace), autograd registration and the

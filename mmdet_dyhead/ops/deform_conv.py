@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from . import cpu_ext
+from ..utils.profile import sample_loops_range
 
 # Column elements per chunk (positions x channels x taps): 256 x 256 x 9 floats = 2.3 MiB of
 # columns stay in cache between sampling and GEMM; 128 to 512 positions ran within 5% of each
@@ -260,12 +261,14 @@ class _CppLoops:
 
     def columns(self, index: Tensor, masked_weight: Tensor) -> Tensor:
         cols = self.buf[:index.shape[0]]
-        self.ext.blend(self.flat, index, masked_weight, cols)
+        with sample_loops_range():
+            self.ext.blend(self.flat, index, masked_weight, cols)
         return cols
 
     def backward(self, index, masked_weight, gcols, grad_flat, dots, need_cols):
         cols = self.buf[:index.shape[0]] if need_cols else None
-        self.ext.backward(self.flat, index, masked_weight, gcols, grad_flat, dots, cols)
+        with sample_loops_range():
+            self.ext.backward(self.flat, index, masked_weight, gcols, grad_flat, dots, cols)
         return cols
 
 
@@ -362,7 +365,6 @@ def deform_conv2d_levels_backward_op(
     py, px = segments.taps(offsets)
     m = segments.per_position(masks).view(P, 1, K)
     w2d = weight.reshape(segments.Cout, C * K)
-    empty = flat.new_empty(0)
     grad_flat = torch.zeros_like(flat) if need_x else None
     grad_w2d = torch.zeros_like(w2d) if need_w and len(segments.groups) > 1 else None
     grad_b = weight.new_zeros(segments.Cout) if need_b else None
@@ -397,12 +399,13 @@ def deform_conv2d_levels_backward_op(
                 grad_w2d[:cout].add_(gw_group)
         if need_b:
             grad_b[:cout].add_(go.sum(0))
-    grad_weight = empty
+    grad_weight = None
     if need_w:
         grad_weight = (grad_w2d.view(weight.shape) if grad_w2d is not None
                        else torch.zeros_like(weight))  # no positions
-    return [grad_weight, *(t if t is not None else empty
-                           for t in (grad_b, grad_flat, grad_py, grad_px, grad_m))]
+    # a fresh empty tensor per unwanted gradient: a custom op's outputs may not alias each other
+    return [t if t is not None else flat.new_empty(0)
+            for t in (grad_weight, grad_b, grad_flat, grad_py, grad_px, grad_m)]
 
 
 @deform_conv2d_levels_backward_op.register_fake
@@ -410,13 +413,11 @@ def _(grads, xs, offsets, masks, weight, stride, padding, dilation, out_channels
     C, K = xs[0].shape[1], weight.shape[2] * weight.shape[3]
     rows = sum(x.shape[0] * x.shape[2] * x.shape[3] for x in xs) + 1
     P = sum(_positions(x, o) for x, o in zip(xs, offsets))
-    empty = xs[0].new_empty(0)
     need_w, need_b, need_x, need_off, need_mask = needs
-    return [weight.new_empty(weight.shape) if need_w else empty,
-            weight.new_empty(weight.shape[0]) if need_b else empty,
-            xs[0].new_empty(rows, C) if need_x else empty,
-            *(xs[0].new_empty(P, K) if need_off else empty for _ in range(2)),
-            xs[0].new_empty(P, K) if need_mask else empty]
+    shapes = [weight.shape if need_w else None, (weight.shape[0],) if need_b else None,
+              (rows, C) if need_x else None, *[(P, K) if need_off else None] * 2,
+              (P, K) if need_mask else None]
+    return [xs[0].new_empty(shape if shape is not None else (0,)) for shape in shapes]
 
 
 def _setup_context(ctx, inputs, output):

@@ -1,0 +1,52 @@
+"""tools/profile_neck.py's bookkeeping: each op's own time lands in the part it belongs to."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmdet_dyhead.ops import cpu_ext
+from mmdet_dyhead.ops.deform_conv import modulated_deform_conv2d
+from mmdet_dyhead.utils.profile import CATEGORIES, DCN_OPS, LOOPS, category, profile
+
+
+def test_category_follows_the_enclosing_op():
+    assert category('aten::mm', [DCN_OPS[0]]) == 'deformable conv: GEMM'
+    assert category('aten::mm', ['aten::linear']) != 'deformable conv: GEMM'
+    assert category('aten::floor', ['aten::foo', DCN_OPS[1]]).startswith('deformable conv: pos')
+    assert category(LOOPS, [DCN_OPS[0]]) == 'deformable conv: sampling loops'
+    assert category('aten::mul', ['aten::native_group_norm']) == 'GroupNorm'
+    assert category('aten::mul', ['NativeGroupNormBackward0']) == 'GroupNorm'
+    assert category('aten::mkldnn_convolution', ['aten::conv2d']).startswith('other convs')
+    assert category('aten::add', ['UpsampleBilinear2DBackward0']) == 'resize (bilinear)'
+    assert category('aten::copy_', []) == 'copies and layout'
+    assert category('aten::hardsigmoid', []) == 'attentions: element-wise and pooling'
+
+
+def test_group_norm_alone_is_counted_as_group_norm():
+    x = torch.randn(2, 64, 48, 48, requires_grad=True)
+    w = torch.ones(64, requires_grad=True)
+
+    def step():  # the loss's sum and its backward are the only other ops
+        torch.autograd.grad(F.group_norm(x, 8, w).sum(), [x, w])
+    step()
+    r = profile(step, 2)
+    assert r['total'] == pytest.approx(sum(r[c] for c in CATEGORIES))
+    assert r['GroupNorm'] > 0.6 * r['total']
+    assert r['deformable conv: GEMM'] == 0 and r['other convs (offsets / stacked)'] == 0
+
+
+@pytest.mark.skipif(cpu_ext.load() is None, reason='the C++ loops did not build here')
+def test_deformable_conv_parts_are_its_gemm_and_loops():
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 20, 20, requires_grad=True)
+    offset = torch.randn(1, 18, 20, 20)
+    mask = torch.rand(1, 9, 20, 20)
+    weight = torch.randn(16, 16, 3, 3, requires_grad=True)
+
+    def step():
+        modulated_deform_conv2d(x, offset, mask, weight, None, 1, 1).sum().backward()
+    step()
+    r = profile(step)
+    dcn = sum(v for k, v in r.items() if k.startswith('deformable conv'))
+    assert r['deformable conv: GEMM'] > 0 and r['deformable conv: sampling loops'] > 0
+    assert dcn > 0.5 * r['total']
+    assert r['GroupNorm'] == 0

@@ -50,3 +50,22 @@ def test_deformable_conv_parts_are_its_gemm_and_loops():
     assert r['deformable conv: GEMM'] > 0 and r['deformable conv: sampling loops'] > 0
     assert dcn > 0.5 * r['total']
     assert r['GroupNorm'] == 0
+
+
+def test_saved_profile_table_is_what_its_json_gives():
+    import importlib.util
+    import json
+    import os.path as osp
+
+    from mmdet_dyhead.utils.paths import ROOT
+    spec = importlib.util.spec_from_file_location('profile_neck',
+                                                  osp.join(ROOT, 'tools', 'profile_neck.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with open(osp.join(ROOT, 'docs', 'profile_neck.json')) as f:
+        saved = json.load(f)
+    for runs in saved['models'].values():
+        for r in runs.values():  # the parts add up to the profiled total
+            assert sum(r[c] for c in CATEGORIES) == pytest.approx(r['total'], abs=0.5)
+    with open(osp.join(ROOT, 'docs', 'profile_neck.md')) as f:
+        assert tool.table(saved) in f.read()

@@ -89,7 +89,7 @@ def main():
     with open(a.out + '.json', 'w') as f:
         json.dump(result, f, indent=1)
     md = (f'P3-P7 of {a.size[0]}x{a.size[1]}, batch {a.batch}, {c} channels; '
-          f'{result["machine"]}, torch {torch.__version__}; self time of each op per call, '
+          f'{result["machine"]}; self time of each op per call, '
           f'mean of {a.rounds} (`python tools/profile_neck.py`)\n\n' + table(result))
     with open(a.out + '.md', 'w') as f:
         f.write(md)

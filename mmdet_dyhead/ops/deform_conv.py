@@ -24,8 +24,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from . import cpu_ext
 from ..utils.profile import sample_loops_range
+from . import cpu_ext
 
 # Column elements per chunk (positions x channels x taps): 256 x 256 x 9 floats = 2.3 MiB of
 # columns stay in cache between sampling and GEMM; 128 to 512 positions ran within 5% of each

@@ -445,14 +445,14 @@ def plot_depth(results: Sequence[dict], rows: Sequence[str], epochs: int, path: 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     points = depth_points(results, rows, epochs)
+    dy = [p for p in points if 'block' in p['label']]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
     for ax, key, xlabel in ((axes[0], 'gflops', 'GFLOPs (320x320)'),
                             (axes[1], 'latency_ms', 'CPU latency, batch 1, 320x320 (ms)')):
-        dy = [p for p in points if 'block' in p['label']]
         ax.plot([p[key] for p in dy], [p['mAP'] for p in dy], color='tab:orange', alpha=0.5,
                 label='DynamicHead')
         for p in points:
-            is_dy = 'block' in p['label']
+            is_dy = p in dy
             ax.errorbar(p[key], p['mAP'], yerr=None if math.isnan(p['std']) else p['std'],
                         marker='o' if is_dy else 's', capsize=3,
                         color='tab:orange' if is_dy else 'tab:blue')

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from benchmark_neck import StackedConvs, pyramid_sizes  # noqa: E402
 
 from mmdet_dyhead import DynamicHead  # noqa: E402
+from mmdet_dyhead.utils.build import offsets_off_zero  # noqa: E402
 from mmdet_dyhead.utils.machine import machine_name  # noqa: E402
 from mmdet_dyhead.utils.profile import CATEGORIES, profile  # noqa: E402
 
@@ -65,11 +66,7 @@ def main():
     torch.manual_seed(0)
     c = a.channels
     feats = [torch.randn(a.batch, c, h, w) for h, w in pyramid_sizes(*a.size)]
-    neck = DynamicHead(c, c, num_blocks=a.blocks)
-    with torch.no_grad():  # offsets off zero, as after training
-        for m in neck.modules():
-            if type(m).__name__ == 'SpatialAwareAttention' and m.offset_conv is not None:
-                m.offset_conv.weight.normal_(0, 0.01)
+    neck = offsets_off_zero(DynamicHead(c, c, num_blocks=a.blocks))
     models = {f'DynamicHead ({a.blocks} blocks)': neck, '4 stacked convs': StackedConvs(c)}
     result = dict(machine=machine_name(), torch=torch.__version__, size=a.size, batch=a.batch,
                   channels=c, rounds=a.rounds, models={})

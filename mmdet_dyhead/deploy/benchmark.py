@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..utils.build import build_detector, num_classes_of, synthetic_batch
+from ..utils.build import build_detector, num_classes_of, offsets_off_zero, synthetic_batch
 from ..utils.timing import time_predict_alternating
 from .export import export
 from .runtime import attach
@@ -42,10 +42,7 @@ def _config(path: str):
 def _variants(config: str, h: int, w: int, tmp: str, dyhead: bool, seed: int = 0) -> Dict:
     cfg = _config(config)
     torch.manual_seed(seed)
-    model = build_detector(cfg).eval()
-    for m in model.modules():  # offsets away from zero: sampling off the grid, as trained
-        if type(m).__name__ == 'SpatialAwareAttention' and m.offset_conv is not None:
-            torch.nn.init.normal_(m.offset_conv.weight, 0, 0.01)
+    model = offsets_off_zero(build_detector(cfg).eval())
     out = {'pytorch, our kernel': model}
     if dyhead:
         mm = copy.deepcopy(model)

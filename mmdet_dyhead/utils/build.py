@@ -25,6 +25,17 @@ def build_detector(cfg: Config, device: str = 'cpu', checkpoint: Optional[str] =
     return model.to(device)
 
 
+def offsets_off_zero(model: torch.nn.Module, std: float = 0.01) -> torch.nn.Module:
+    """Every DynamicHead offset conv's weight drawn from N(0, std), in place: a freshly built
+    neck starts its offsets at zero (plain 3x3 taps), so timings and export checks would never
+    sample off the grid, as a trained model does. Returns ``model``."""
+    from ..models.attentions import SpatialAwareAttention
+    for m in model.modules():
+        if isinstance(m, SpatialAwareAttention) and m.offset_conv is not None:
+            torch.nn.init.normal_(m.offset_conv.weight, 0, std)
+    return model
+
+
 def synthetic_batch(batch_size: int, height: int, width: int, num_classes: int, seed: int = 0,
                     with_mask: bool = False):
     """A packed batch (images, boxes and, ``with_mask``, instance masks) as a dataloader gives it."""

@@ -9,7 +9,7 @@ attentions' remaining element-wise math and pooling. The backward is attributed 
 autograd node that runs each op (``NativeGroupNormBackward0`` -> GroupNorm, ...).
 """
 import contextlib
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 
@@ -63,13 +63,14 @@ def _ancestors(event):
         parent = parent.cpu_parent
 
 
-def _backward_node(event) -> Optional[str]:
-    """The autograd node an op of the backward runs in (its sequence number's forward op's
-    node name appears as an ancestor named ``autograd::engine::evaluate_function: X``)."""
-    for name in _ancestors(event):
-        if name.startswith('autograd::engine::evaluate_function: '):
-            return name.split(': ', 1)[1]
-    return None
+_ENGINE = 'autograd::engine::evaluate_function: '
+
+
+def _backward_node(ancestors: List[str]) -> Optional[str]:
+    """The autograd node a backward op runs in, from its ``ancestors``: ops the engine runs
+    between nodes (e.g. adding up a gradient) have only ``evaluate_function: NODE`` above them,
+    not the node's own event."""
+    return next((a[len(_ENGINE):] for a in ancestors if a.startswith(_ENGINE)), None)
 
 
 def profile(step: Callable[[], None], rounds: int = 1) -> Dict[str, float]:
@@ -87,7 +88,7 @@ def profile(step: Callable[[], None], rounds: int = 1) -> Dict[str, float]:
             ancestors = [e.name.split(': ', 1)[-1]]
         else:
             ancestors = list(_ancestors(e))
-            node = _backward_node(e)
+            node = _backward_node(ancestors)
             if node:
                 ancestors.append(node)
         out[category(e.name, ancestors)] += e.self_cpu_time_total / 1000 / rounds

@@ -4,10 +4,10 @@ The ONNX that ``symbolic.py`` writes for OpenVINO pads each deformable conv's in
 explicit ring of zeros, because OpenVINO's ONNX reader cannot set DeformableConvolution-8's
 ``bilinear_interpolation_pad`` (with it off, a sample within a pixel outside the map is moved
 onto the border; mmcv interpolates it with zeros). That Pad runs as OpenVINO's reference
-implementation and needs a layout reorder of its own before the conv: about 4% of the COCO
-DynamicHead's time. Once the graph is an ``openvino.Model``, the attribute can be set, so
-``fold_border_pads`` puts each ring back into the conv as its ``pads`` with
-``bilinear_interpolation_pad=True``: zeros outside the map, as mmcv samples.
+implementation and needs a layout reorder of its own before the conv. Once the graph is an
+``openvino.Model`` the attribute can be set, so ``fold_border_pads`` puts each ring back into
+the conv as its ``pads`` with ``bilinear_interpolation_pad=True``: zeros outside the map, as mmcv
+samples.
 """
 from typing import Any
 

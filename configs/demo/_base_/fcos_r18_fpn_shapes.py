@@ -1,11 +1,13 @@
 # FCOS on the demo data: half-width ResNet-18, FPN P3-P7 of 64 channels, GN head.
 _base_ = './shapes_detection.py'
+FPN_NORM = dict(type='GN', num_groups=16, requires_grad=True)
 model = dict(
     type='FCOS',
     data_preprocessor={{_base_.data_preprocessor}},
     backbone={{_base_.backbone}},
     neck=dict(type='FPN', in_channels=[64, 128, 256], out_channels=64,
-              add_extra_convs='on_output', num_outs=5, relu_before_extra_convs=True),
+              add_extra_convs='on_output', num_outs=5, relu_before_extra_convs=True,
+              norm_cfg=FPN_NORM),  # as ATSS's: GN keeps P6/P7 in scale from scratch
     bbox_head=dict(
         type='FCOSHead', num_classes={{_base_.num_classes}}, in_channels=64, stacked_convs=4,
         feat_channels=64, strides=[8, 16, 32, 64, 128], norm_on_bbox=True, centerness_on_reg=True,

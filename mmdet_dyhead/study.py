@@ -93,6 +93,9 @@ ROWS: Dict[str, Row] = {r.name: r for r in [
     _row('fcos-dyhead', 'fcos_r18_fpn_dyhead_16e_shapes.py', 'FCOS + DynamicHead'),
     _row('retinanet', 'retinanet_r18_fpn_16e_shapes.py', 'RetinaNet, 4 stacked convs'),
     _row('retinanet-dyhead', 'retinanet_r18_fpn_dyhead_16e_shapes.py', 'RetinaNet + DynamicHead'),
+    # RetinaNet's towers have no norm, DynamicHead has GroupNorm: the baseline with GN towers too
+    _row('retinanet-gn', 'retinanet_r18_fpn_16e_shapes.py', 'RetinaNet, 4 stacked convs with GN',
+         model__bbox_head__norm_cfg__type='GN', model__bbox_head__norm_cfg__num_groups=16),
     _row('faster-rcnn', 'faster-rcnn_r18_fpn_16e_shapes.py', 'Faster R-CNN, 2 shared FCs'),
     _row('faster-rcnn-dyhead', 'faster-rcnn_r18_fpn_dyhead_16e_shapes.py',
          'Faster R-CNN + DynamicHead on P2-P6'),
@@ -298,18 +301,21 @@ def _pm(s: Summary, key: str, digits: int = 3) -> str:
     return f'{m:.{digits}f}' if math.isnan(sd) else f'{m:.{digits}f} ± {sd:.{digits}f}'
 
 
-def table(summaries: Sequence[Summary], ref: Optional[str] = None) -> str:
+def table(summaries: Sequence[Summary], ref: Optional[str] = None,
+          pairs: Optional[Dict[str, str]] = None) -> str:
     """Markdown: mean ± std (sample std over seeds) of mAP, mAP@50, mAP@75, the mean AP of small
     and large objects (where saved), mask mAP (where a row has masks), final training loss, and
-    the medians of training time, latency, FLOPs and parameters."""
+    the medians of training time, latency, FLOPs and parameters. Latencies are given as a
+    multiple of ``ref``'s, or of each row's own baseline in ``pairs`` (row -> baseline row)."""
     sizes = any(s.values('bbox_mAP_s') for s in summaries)
     masks = any(s.values('segm_mAP') for s in summaries)
     rows = ['| row | seeds | mAP | mAP@50 | mAP@75 |' + (' AP small / large |' if sizes else '')
             + (' mask mAP |' if masks else '')
             + ' final train loss | training | latency (1 img) | GFLOPs | params |',
             '| --- ' * (10 + sizes + masks) + '|']
-    base = next((s for s in summaries if s.row == ref), None)
+    by_row = {s.row: s for s in summaries}
     for s in summaries:
+        base = by_row.get(pairs.get(s.row) if pairs is not None else ref)
         lat = f'{s.median("latency_ms"):.0f} ms'
         if base is not None and s is not base:
             lat += f' ({s.median("latency_ms") / base.median("latency_ms"):.2f}x)'
@@ -338,10 +344,14 @@ SECTIONS: List[Tuple[str, Tuple[str, ...], int]] = [
     ('offsets', ('atss-dyhead4-fpngn-hsp', 'atss-dyhead4-legacy'), 16),
     ('optimizer', ('atss-fpngn', 'atss-dyhead4-fpngn-hsp', 'atss-fpngn-sgd',
                    'atss-dyhead4-fpngn-hsp-sgd'), 16),
-    ('detectors', ('fcos', 'fcos-dyhead', 'retinanet', 'retinanet-dyhead', 'faster-rcnn',
-                   'faster-rcnn-dyhead', 'faster-rcnn-dyhead-2stage', 'mask-rcnn',
+    ('detectors', ('fcos', 'fcos-dyhead', 'retinanet', 'retinanet-gn', 'retinanet-dyhead',
+                   'faster-rcnn', 'faster-rcnn-dyhead', 'faster-rcnn-dyhead-2stage', 'mask-rcnn',
                    'mask-rcnn-dyhead'), 16),
 ]
+# the detectors table: each row's latency against its own detector's baseline
+PAIRS = {'fcos-dyhead': 'fcos', 'retinanet-gn': 'retinanet', 'retinanet-dyhead': 'retinanet',
+         'faster-rcnn-dyhead': 'faster-rcnn', 'faster-rcnn-dyhead-2stage': 'faster-rcnn',
+         'mask-rcnn-dyhead': 'mask-rcnn'}
 
 
 def sections(results: Sequence[dict]) -> Dict[str, str]:
@@ -351,7 +361,8 @@ def sections(results: Sequence[dict]) -> Dict[str, str]:
     for i, (marker, rows, epochs) in enumerate(SECTIONS):
         summaries = summarize_rows(results, rows, epochs)
         if summaries and (i < 2 or any(s.row not in shared for s in summaries)):
-            out[marker] = table(summaries, ref=summaries[0].row)
+            out[marker] = (table(summaries, pairs=PAIRS) if marker == 'detectors'
+                           else table(summaries, ref=summaries[0].row))
     return out
 
 

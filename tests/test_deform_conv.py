@@ -222,3 +222,69 @@ def test_flop_counter_sees_the_registered_op_by_name():
     analyzer.unsupported_ops_warnings(False)
     assert analyzer.total() == 6 * 5 * 3 * 4 * 9
     assert not any('deform' in op for op in analyzer.unsupported_ops())
+
+
+def _rel(a, ref):
+    return ((a.double() - ref).norm() / ref.norm()).item()
+
+
+@pytest.mark.cpu_only
+@pytest.mark.parametrize('H,W', [(9, 11), (3, 300)])
+def test_bf16_autocast_computes_in_bf16_within_tolerance(H, W, monkeypatch):
+    """Under torch.autocast('cpu') the conv runs on bf16 rows, columns and GEMMs (as autocast runs
+    a conv) with fp32 positions and sums: output and every gradient within 1% (relative L2) of
+    mmcv's op in fp64; bf16's own rounding is 0.4%. A 300-wide map: positions in bf16 would lose
+    their fraction past 256 and miss by far more."""
+    torch.manual_seed(0)
+    tensors = _case(2, 20, 8, H, W, 1, 1.5)  # 20 channels: 16-lane vectors and a tail
+    g = torch.randn(2, 8, H, W, dtype=torch.float64)
+    live = [t for t in tensors if t is not None]
+    ref_out = _mmcv(*tensors, 1, 1, 1)
+    ref = torch.autograd.grad(ref_out, live, g)
+    low = [t.detach().float().requires_grad_() for t in live]
+    gemm_dtypes = []
+    linear = deform_conv._linear
+    monkeypatch.setattr(deform_conv, '_linear',
+                        lambda a, w, b=None: gemm_dtypes.append(a.dtype) or linear(a, w, b))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = modulated_deform_conv2d(*low, 1, 1, 1)
+    assert out.dtype == torch.bfloat16 and set(gemm_dtypes) == {torch.bfloat16}
+    grads = torch.autograd.grad(out, low, g.to(out.dtype))
+    assert _rel(out, ref_out) < 0.01
+    for name, a, r, t in zip(['x', 'offset', 'mask', 'weight', 'bias'], grads, ref, low):
+        assert a.dtype == t.dtype == torch.float32, name  # fp32 master weights keep fp32 grads
+        assert _rel(a, r) < 0.01, (name, _rel(a, r))
+
+
+@pytest.mark.cpu_only
+def test_bf16_model_keeps_positions_in_fp32():
+    """A bf16 model (weights and inputs bf16, no autocast) samples at fp32 positions: on a
+    300-wide map its output and gradients stay within 1% of fp64 on the same (bf16) inputs."""
+    torch.manual_seed(0)
+    tensors = [t.detach().bfloat16().double().requires_grad_()
+               for t in _case(1, 8, 4, 3, 300, 1, 1.5)]
+    live = tensors
+    g = torch.randn(1, 4, 3, 300, dtype=torch.float64)
+    ref_out = _mmcv(*tensors, 1, 1, 1)
+    ref = torch.autograd.grad(ref_out, live, g)
+    low = [t.detach().bfloat16().requires_grad_() for t in live]
+    out = modulated_deform_conv2d(*low, 1, 1, 1)
+    assert out.dtype == torch.bfloat16
+    assert _rel(out, ref_out) < 0.01
+    for name, a, r in zip(['x', 'offset', 'mask', 'weight', 'bias'],
+                          torch.autograd.grad(out, low, g.bfloat16()), ref):
+        assert a.dtype == torch.bfloat16 and _rel(a, r) < 0.01, (name, _rel(a, r))
+
+
+def test_registered_op_passes_opcheck_with_bf16_data():
+    """bf16 data with fp32 offsets, masks and weight (what autocast hands the op): the fake
+    implementations give the real outputs' dtypes, forward and backward."""
+    from mmdet_dyhead.ops.deform_conv import deform_conv2d_levels_op
+    torch.manual_seed(0)
+    xs = [torch.randn(2, 4, 7, 6).bfloat16().requires_grad_()]
+    offs = [torch.randn(2, 18, 7, 6, requires_grad=True)]
+    masks = [torch.rand(2, 9, 7, 6, requires_grad=True)]
+    w = torch.randn(6, 4, 3, 3, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    torch.library.opcheck(deform_conv2d_levels_op,
+                          (xs, offs, masks, w, b, [1, 1], [1, 1], [1, 1], [6]))

@@ -50,6 +50,14 @@ def test_table_reports_mean_and_sample_std_over_seeds():
     assert '30 ms (1.43x)' in dyh  # latency against the median of the reference row (21 ms)
 
 
+def test_detectors_table_gives_each_latency_against_its_own_baseline():
+    rows = ['fcos', 'fcos-dyhead', 'mask-rcnn', 'mask-rcnn-dyhead']
+    runs = [_fake_run(r, 0, 0.5, latency_ms=ms) for r, ms in zip(rows, [20.0, 30.0, 200.0, 250.0])]
+    md = study.sections(runs)['detectors'].splitlines()[2:]
+    assert [line.split(' | ')[-3] for line in md] == ['20 ms', '30 ms (1.50x)', '200 ms',
+                                                       '250 ms (1.25x)']
+
+
 def test_mask_column_only_where_a_row_has_masks():
     boxes = study.table(study.summarize_rows([_fake_run('faster-rcnn', 0, 0.4)], ['faster-rcnn'], 16))
     assert 'mask mAP' not in boxes

@@ -171,3 +171,43 @@ def test_readme_speed_table_is_what_the_saved_benchmark_says(tmp_path):
     png = matplotlib.image.imread(str(tmp_path / 'time_vs_size.png'))
     assert png.shape[0] > 200 and png.shape[1] > 300  # a drawn figure, not an empty canvas:
     assert png[..., :3].std() > 0.05  # lines and text in more than one colour
+
+
+def _tool(name):
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    import importlib
+    return importlib.import_module(name)
+
+
+def test_memory_table_states_each_peak_against_the_stacked_convs():
+    r = dict(machine='m', device='cpu', batch=2, channels=8, blocks=1,
+             peak_mib={'64x64': {'ours, default': 30.0, '4 stacked convs': 10.0},
+                       '96x96': {'ours, with_cp': 5.0, '4 stacked convs': 20.0}})
+    rows = {line.split(' | ')[0].strip('| '): line for line in
+            _tool('benchmark_neck').memory_table(r).splitlines() if line.startswith('| ')}
+    assert rows['ours, default'] == '| ours, default | 30 MiB (3.0x) | - |'
+    assert rows['ours, with_cp'] == '| ours, with_cp | - | 5 MiB (0.2x) |'
+    assert rows['4 stacked convs'] == '| 4 stacked convs | 10 MiB | 20 MiB |'
+
+
+def test_precision_table_gives_bf16_speedups_and_ratios_to_the_stacked_convs():
+    t = {'DynamicHead': {'fp32': {'fwd': 4.0, 'fwd_bwd': 12.0}, 'bf16': {'fwd': 2.0, 'fwd_bwd': 8.0}},
+         '4 stacked convs': {'fp32': {'fwd': 2.0, 'fwd_bwd': 6.0},
+                             'bf16': {'fwd': 1.0, 'fwd_bwd': 2.0}}}
+    md = _tool('benchmark_precision').table(dict(machine='m', channels=8, blocks=1, batch=2,
+                                                 sizes={'64x64': t}))
+    assert '| 64x64 | DynamicHead | 4.000 s | 2.000 s | 12.000 s | 8.000 s | 2.00x / 1.50x |' in md
+    assert '| 64x64 | DynamicHead / stacked convs | 2.00x | 2.00x | 2.00x | 4.00x | |' in md
+
+
+@pytest.mark.parametrize('tool,fn,saved', [('benchmark_neck', 'memory_table', 'bench_memory'),
+                                           ('benchmark_precision', 'table', 'bench_bf16')])
+def test_saved_memory_and_bf16_tables_are_what_their_results_say(tool, fn, saved):
+    """docs/bench_memory.md and docs/bench_bf16.md are drawn exactly from the benchmarks' saved
+    JSON, and docs/speed.md carries them."""
+    with open(osp.join(ROOT, f'docs/{saved}.json')) as f:
+        md = getattr(_tool(tool), fn)(json.load(f))
+    with open(osp.join(ROOT, f'docs/{saved}.md')) as f:
+        assert f.read() == md
+    with open(osp.join(ROOT, 'docs/speed.md')) as f:
+        assert md.strip() in f.read()

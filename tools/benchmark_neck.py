@@ -173,6 +173,7 @@ def measure_peak_memory(name: str, channels: int, blocks: int, batch: int, size,
         base = torch.cuda.memory_allocated()
         run_once(model, feats, True, device, torch.float32)
         return (torch.cuda.max_memory_allocated() - base) / 2**20
+    run_once(model, feats, True, device, torch.float32)  # one-time costs: kernels, extension
     gc.collect()
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')  # reset the peak (VmHWM) to the current RSS
@@ -186,7 +187,11 @@ def peak_memory(name: str, channels: int, blocks: int, batch: int, size, device:
     cmd = [sys.executable, osp.abspath(__file__), '--peak-memory-of', name, '--channels',
            str(channels), '--blocks', str(blocks), '--batch', str(batch), '--device', device,
            '--sizes', f'{size[0]}x{size[1]}']
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    # every allocation over 64 KiB its own mapping, unmapped when freed: otherwise glibc serves
+    # the run from heap memory that building the models left free (already resident), and the
+    # RSS high-water mark undercounts (the stacked convs read 13 instead of 81 MiB at 256x256)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     m = re.search(r'PEAK ([0-9.e+-]+)', out.stdout)
     if not m:
         raise RuntimeError(out.stderr[-2000:])
@@ -218,6 +223,52 @@ def atss_ratio(device: str, repeats: int) -> dict:
     return dict(seconds=med, ratio=med[keys[1]] / med[keys[0]])
 
 
+def memory_only(a) -> dict:
+    """Peak extra memory of one forward+backward, each implementation in a fresh process."""
+    names = [n for n in IMPLS if n in a.impls]
+    result = dict(machine=machine_name(a.device), device=a.device, batch=a.batch,
+                  channels=a.channels, blocks=a.blocks, peak_mib={})
+    path = osp.join(a.out, 'memory.json')
+    if osp.isfile(path):  # add to an earlier call's sizes (same settings only)
+        with open(path) as f:
+            old = json.load(f)
+        if all(old[k] == result[k] for k in ('device', 'batch', 'channels', 'blocks')):
+            result['peak_mib'] = old['peak_mib']
+    for s in a.sizes:
+        size = tuple(map(int, s.split('x')))
+        result['peak_mib'][s] = {n: peak_memory(n, a.channels, a.blocks, a.batch, size, a.device)
+                                 for n in names}  # replaces that size's earlier numbers
+        print(s, 'peak MiB', result['peak_mib'][s], flush=True)
+    with open(path, 'w') as f:
+        json.dump(result, f, indent=1)
+    md = memory_table(result)
+    with open(osp.join(a.out, 'memory.md'), 'w') as f:
+        f.write(md)
+    print(md)
+    return result
+
+
+def memory_table(r: dict) -> str:
+    """Peak memory per implementation and size, and each as a multiple of the stacked convs'."""
+    sizes = list(r['peak_mib'])
+    names = list(dict.fromkeys(n for s in sizes for n in r['peak_mib'][s]))
+    ref = '4 stacked convs' if '4 stacked convs' in names else None
+    lines = [f'Peak extra memory of one forward+backward (fp32), {r["channels"]} channels, '
+             f'{r["blocks"]} blocks, batch {r["batch"]}, P3-P7, {r["device"]}: {r["machine"]}. '
+             f'Each in a fresh process after one warm-up step, so activations and temporaries '
+             f'(not weights or their gradients): the RSS high-water mark with every allocation '
+             f'over 64 KiB mapped on its own (MALLOC_MMAP_THRESHOLD_).', '',
+             '| implementation | ' + ' | '.join(sizes) + ' |', '|' + ' --- |' * (len(sizes) + 1)]
+    for n in names:
+        cells = []
+        for s in sizes:
+            v = r['peak_mib'][s].get(n)
+            rel = f' ({v / r["peak_mib"][s][ref]:.1f}x)' if v and ref and n != ref else ''
+            cells.append('-' if v is None else f'{v:.0f} MiB{rel}')
+        lines.append(f'| {n} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--device', default='cpu')
@@ -234,6 +285,8 @@ def main(argv=None):
                    help='implementations to run (ours with the mmcv kernel runs as fast as '
                         "mmdet's DyHead: leave it out to halve the slow part)")
     p.add_argument('--no-memory', action='store_true')
+    p.add_argument('--memory-only', action='store_true',
+                   help='peak memory of --impls at --sizes only (fresh processes): memory.md/json')
     p.add_argument('--no-atss', action='store_true')
     p.add_argument('--out', default='outputs/bench_cpu')
     p.add_argument('--from-json', metavar='RESULTS',
@@ -254,6 +307,8 @@ def main(argv=None):
         return result
     dtype = dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)[a.dtype]
     os.makedirs(a.out, exist_ok=True)
+    if a.memory_only:
+        return memory_only(a)
     models = build(a.channels, a.blocks, a.device)
     names = [n for n in IMPLS if n in a.impls]
     if a.device == 'cpu' and dtype != torch.float32:
@@ -297,19 +352,21 @@ def write_outputs(result, sizes, names, out) -> str:
 
 def table(r, sizes, names) -> str:
     ref = 'mmdet DyHead' if 'mmdet DyHead' in names else names[0]
+    memory = any('peak_mib' in r['sizes'][s] for s in sizes)  # a column only where measured
     lines = [f'{r["channels"]} channels, {r["blocks"]} blocks, batch {r["batch"]}, P3-P7, '
              f'{r["dtype"]}, {r["device"]}: {r["machine"]}. Median of alternating runs; '
              f'speed-up = {ref} time / this time.', '',
-             '| input | implementation | forward | speed-up | fwd+bwd | speed-up | peak memory (fwd+bwd) |',
-             '| --- | --- | --- | --- | --- | --- | --- |']
+             '| input | implementation | forward | speed-up | fwd+bwd | speed-up |'
+             + (' peak memory (fwd+bwd) |' if memory else ''),
+             '| --- | --- | --- | --- | --- | --- |' + (' --- |' if memory else '')]
     for s in sizes:
         d = r['sizes'][s]
         t = d['time']
         for n in names:
             mem = d.get('peak_mib', {}).get(n)
             lines.append(f'| {s} | {n} | {t[n]["fwd"]:.3f} s | {t[ref]["fwd"] / t[n]["fwd"]:.1f}x '
-                         f'| {t[n]["fwd_bwd"]:.3f} s | {t[ref]["fwd_bwd"] / t[n]["fwd_bwd"]:.1f}x | '
-                         + (f'{mem:.0f} MiB |' if mem is not None else '- |'))
+                         f'| {t[n]["fwd_bwd"]:.3f} s | {t[ref]["fwd_bwd"] / t[n]["fwd_bwd"]:.1f}x |'
+                         + ((f' {mem:.0f} MiB |' if mem is not None else ' - |') if memory else ''))
     g = r['dcn_gflops']
     mm = max(v for k, v in g.items() if k.startswith('matmul'))
     lines += ['', 'One 3x3 deformable conv at P3 of the first size (forward), GFLOP/s and share of '

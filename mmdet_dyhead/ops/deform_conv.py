@@ -15,6 +15,11 @@ first use) or, without a compiler, in torch ops. Backward recomputes the
 columns chunk by chunk instead of storing them, so peak memory stays at one
 chunk's columns (like mmcv's per-image column buffer).
 
+Precision: fp32 and fp64 compute in their own type. bf16 data (under ``torch.autocast('cpu')``
+or a bf16 model) runs the sampling loops and the GEMMs on bf16 rows and columns, while positions,
+bilinear weights, masks and every running sum (the GEMMs' own, the input, weight, offset and mask
+gradients) stay fp32; an fp32 weight is cast per call and keeps an fp32 gradient.
+
 Limits: ``groups == 1`` and ``deform_groups == 1`` (what DyHead uses); the
 caller falls back to mmcv for anything else.
 """
@@ -54,12 +59,17 @@ def _onednn_linear_ok() -> bool:
 
 
 def _linear(a: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """a (M, K) @ w (N, K).T (+ bias): oneDNN for fp32 on CPU, else torch.mm. Strided views
-    (transposes) are read in place by both."""
-    if (a.dtype == torch.float32 and a.device.type == 'cpu' and w.dtype == torch.float32
-            and _onednn_linear_ok()):
+    """a (M, K) @ w (N, K).T (+ bias): oneDNN for fp32 and bf16 on CPU, else torch.mm. Strided
+    views (transposes) are read in place by both."""
+    if (a.dtype in (torch.float32, torch.bfloat16) and a.device.type == 'cpu'
+            and w.dtype == a.dtype and _onednn_linear_ok()):
         return torch.ops.mkldnn._linear_pointwise(a, w, bias, 'none', [], '')
     return torch.addmm(bias, a, w.t()) if bias is not None else torch.mm(a, w.t())
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The arithmetic's dtype for data of ``dtype``: positions, weights and sums of bf16 data are fp32."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
 def _out_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
@@ -147,7 +157,10 @@ class _Segments:
         pos = [N * Ho * Wo for N, _, _, Ho, Wo in self.shapes]
         self.pos0 = [sum(pos[:i]) for i in range(len(pos))] + [sum(pos)]
         self.P = self.pos0[-1]
-        self.step = max(16, CHUNK_ELEMENTS // (self.K * self.C))
+        # bf16 columns take half the bytes: twice the positions per chunk for the same cache
+        # footprint, and twice the inner size of the weight gradient's products
+        per_element = 2 if x0.dtype in (torch.bfloat16, torch.float16) else 1
+        self.step = max(16, CHUNK_ELEMENTS * per_element // (self.K * self.C))
         # per position: first row of its image in the flat input, and its map's size (an int
         # where all inputs have the same)
         self.row_base = torch.cat([
@@ -230,7 +243,8 @@ class _TorchLoops:
         return out.view(*index.shape, self.flat.shape[1])
 
     def columns(self, index: Tensor, masked_weight: Tensor) -> Tensor:
-        """Masked bilinear samples (rows, C, K) for corner indices and weights (rows, 4, K)."""
+        """Masked bilinear samples (rows, C, K) for corner indices and weights (rows, 4, K);
+        the blend runs in the weights' dtype (fp32 for bf16 data), stored in the data's."""
         corners, masked_weight = self._gather(index), masked_weight.unsqueeze(-1)
         cols = corners[:, 0] * masked_weight[:, 0]
         for q in range(1, 4):  # in place: no second (rows, 4, K, C) temporary
@@ -243,11 +257,19 @@ class _TorchLoops:
         returns the columns (rows, C, K) if ``need_cols`` (for the weight's gradient)."""
         cols = self.columns(index, masked_weight) if need_cols else None
         gcols = gcols.transpose(1, 2).contiguous().unsqueeze(1)
+        mixed = masked_weight.dtype != self.flat.dtype  # bf16 data: products and sums in fp32
         if dots is not None:
-            torch.sum(self._gather(index).mul_(gcols), -1, out=dots)
+            corners = self._gather(index)
+            if mixed:
+                torch.sum(corners.to(dots.dtype).mul_(gcols), -1, out=dots)
+            else:
+                torch.sum(corners.mul_(gcols), -1, out=dots)
         if grad_flat is not None:
-            contrib = self.buf[:index.numel()].view(*index.shape, -1)
-            torch.mul(gcols, masked_weight.unsqueeze(-1), out=contrib)
+            if mixed:
+                contrib = gcols * masked_weight.unsqueeze(-1)
+            else:
+                contrib = self.buf[:index.numel()].view(*index.shape, -1)
+                torch.mul(gcols, masked_weight.unsqueeze(-1), out=contrib)
             grad_flat.index_add_(0, index.reshape(-1), contrib.view(-1, contrib.shape[-1]))
         return cols
 
@@ -273,7 +295,8 @@ class _CppLoops:
 
 
 def _loops(flat: Tensor, step: int, K: int):
-    if USE_CPU_EXT and flat.device.type == 'cpu' and flat.dtype in (torch.float32, torch.float64):
+    if (USE_CPU_EXT and flat.device.type == 'cpu'
+            and flat.dtype in (torch.float32, torch.float64, torch.bfloat16)):
         ext = cpu_ext.load()
         if ext is not None:
             return _CppLoops(ext, flat, step, K)
@@ -303,7 +326,9 @@ def deform_conv2d_levels_op(xs: List[Tensor], offsets: List[Tensor], masks: List
     flat = segments.flat(xs)
     py, px = segments.taps(offsets)
     m = segments.per_position(masks).view(segments.P, 1, K)
-    w2d = weight.reshape(segments.Cout, C * K)  # a view: columns are channel-major
+    # a view (columns are channel-major), cast to the data's dtype (a copy only for bf16 data)
+    w2d = weight.reshape(segments.Cout, C * K).to(flat.dtype)
+    bias = None if bias is None else bias.to(flat.dtype)
     loops = _loops(flat, segments.step, K)
     outs = []
     for cout, group, _ in segments.groups:
@@ -362,12 +387,14 @@ def deform_conv2d_levels_backward_op(
     segments = _Segments(xs, offsets, weight, out_channels, stride, padding, dilation)
     C, K, P = segments.C, segments.K, segments.P
     flat = segments.flat(xs)
+    acc = acc_dtype(flat.dtype)  # bf16 data: every gradient sums in fp32
     py, px = segments.taps(offsets)
     m = segments.per_position(masks).view(P, 1, K)
-    w2d = weight.reshape(segments.Cout, C * K)
-    grad_flat = torch.zeros_like(flat) if need_x else None
-    grad_w2d = torch.zeros_like(w2d) if need_w and len(segments.groups) > 1 else None
-    grad_b = weight.new_zeros(segments.Cout) if need_b else None
+    w2d = weight.reshape(segments.Cout, C * K).to(flat.dtype)
+    grad_flat = torch.zeros_like(flat, dtype=acc) if need_x else None
+    grad_w2d = (w2d.new_zeros(w2d.shape, dtype=acc) if need_w and len(segments.groups) > 1
+                else None)
+    grad_b = weight.new_zeros(segments.Cout, dtype=acc) if need_b else None
     grad_py = py.new_empty(P, K) if need_off else None
     grad_px = px.new_empty(P, K) if need_off else None
     grad_m = m.new_empty(P, K) if need_mask else None
@@ -386,7 +413,7 @@ def deform_conv2d_levels_backward_op(
                                       grad_flat, None if dots is None else dots[chunk], need_w)
                 if need_w:  # the first chunk's product starts the sum: no zero-filled buffer
                     gw = _linear(grad_out_block[chunk].t(), cols.view(rows, C * K).t())
-                    gw_group = gw if gw_group is None else gw_group.add_(gw)
+                    gw_group = gw.to(acc) if gw_group is None else gw_group.add_(gw)
             if need_mask:
                 grad_m[blk] = (bilinear.weight * dots).sum(1)
             if need_off:
@@ -398,10 +425,10 @@ def deform_conv2d_levels_backward_op(
             else:
                 grad_w2d[:cout].add_(gw_group)
         if need_b:
-            grad_b[:cout].add_(go.sum(0))
+            grad_b[:cout].add_(go.sum(0, dtype=acc))
     grad_weight = None
     if need_w:
-        grad_weight = (grad_w2d.view(weight.shape) if grad_w2d is not None
+        grad_weight = (grad_w2d.view(weight.shape).to(weight.dtype) if grad_w2d is not None
                        else torch.zeros_like(weight))  # no positions
     # a fresh empty tensor per unwanted gradient: a custom op's outputs may not alias each other
     return [t if t is not None else flat.new_empty(0)
@@ -414,10 +441,13 @@ def _(grads, xs, offsets, masks, weight, stride, padding, dilation, out_channels
     rows = sum(x.shape[0] * x.shape[2] * x.shape[3] for x in xs) + 1
     P = sum(_positions(x, o) for x, o in zip(xs, offsets))
     need_w, need_b, need_x, need_off, need_mask = needs
+    acc = acc_dtype(xs[0].dtype)
     shapes = [weight.shape if need_w else None, (weight.shape[0],) if need_b else None,
               (rows, C) if need_x else None, *[(P, K) if need_off else None] * 2,
               (P, K) if need_mask else None]
-    return [xs[0].new_empty(shape if shape is not None else (0,)) for shape in shapes]
+    dtypes = [weight.dtype, acc, acc, offsets[0].dtype, offsets[0].dtype, masks[0].dtype]
+    return [xs[0].new_empty(shape if shape is not None else (0,), dtype=dtype if shape else None)
+            for shape, dtype in zip(shapes, dtypes)]
 
 
 def _setup_context(ctx, inputs, output):
@@ -446,8 +476,8 @@ def _backward(ctx, grads):
         N, C, H, W = x.shape
         Ho, Wo = off.shape[2:]
         rows, pos = N * H * W, N * Ho * Wo
-        if need_x:  # a channels-last view: no copy of x's size
-            gxs[i] = grad_flat[row0:row0 + rows].view(N, H, W, C).permute(0, 3, 1, 2)
+        if need_x:  # a channels-last view: no copy of x's size (but for bf16 x: fp32 sums)
+            gxs[i] = grad_flat[row0:row0 + rows].view(N, H, W, C).permute(0, 3, 1, 2).to(x.dtype)
         if need_off:
             go = torch.stack([grad_py[pos0:pos0 + pos], grad_px[pos0:pos0 + pos]], dim=-1)
             goffs[i] = go.view(N, Ho, Wo, 2 * K).permute(0, 3, 1, 2).contiguous()
@@ -455,7 +485,7 @@ def _backward(ctx, grads):
             gmasks[i] = grad_m[pos0:pos0 + pos].view(N, Ho, Wo, K).permute(0, 3, 1, 2).contiguous()
         row0, pos0 = row0 + rows, pos0 + pos
     return (gxs, goffs, gmasks, grad_w if need_w else None,
-            grad_b if ctx.has_bias and need_b else None, None, None, None, None)
+            grad_b.to(weight.dtype) if ctx.has_bias and need_b else None, None, None, None, None)
 
 
 deform_conv2d_levels_op.register_autograd(_backward, setup_context=_setup_context)
@@ -479,6 +509,11 @@ def _check(x: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, stride, padd
     if mask.shape != (x.shape[0], K, Ho, Wo):
         raise ValueError(f'{what}mask must have shape {(x.shape[0], K, Ho, Wo)}, '
                          f'got {tuple(mask.shape)}')
+
+
+def _cpu_bf16_autocast(x: Tensor) -> bool:
+    return (x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')
+            and torch.get_autocast_dtype('cpu') == torch.bfloat16)
 
 
 def modulated_deform_conv2d_levels(xs: Sequence[Tensor], offsets: Sequence[Tensor],
@@ -512,11 +547,16 @@ def modulated_deform_conv2d_levels(xs: Sequence[Tensor], offsets: Sequence[Tenso
     for i, (x, o, m) in enumerate(zip(xs, offsets, masks)):
         _check(x, o, m, weight, stride, padding, dilation, f'input {i}: ' if len(xs) > 1 else '')
     dtype = functools.reduce(torch.promote_types, [t.dtype for t in (*xs, weight)])
-    tensors = [t.to(dtype) for trio in zip(xs, offsets, masks) for t in trio]
-    if bias is not None:
-        bias = bias.to(dtype)
-    xs, offsets, masks = tensors[0::3], tensors[1::3], tensors[2::3]
-    groups = deform_conv2d_levels_op(list(xs), list(offsets), list(masks), weight.to(dtype), bias,
+    if dtype == torch.float32 and _cpu_bf16_autocast(xs[0]):
+        dtype = torch.bfloat16  # as autocast runs a conv: bf16 data, fp32 sums
+    acc = acc_dtype(dtype)
+    # positions and bilinear weights in fp32 at least: in bf16 a position past 256 would not
+    # even keep its integer part
+    xs = [x.to(dtype) for x in xs]
+    offsets, masks = [o.to(acc) for o in offsets], [m.to(acc) for m in masks]
+    if dtype != torch.bfloat16:  # a bf16 conv keeps an fp32 weight (and its fp32 gradient)
+        weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
+    groups = deform_conv2d_levels_op(list(xs), list(offsets), list(masks), weight, bias,
                                      list(stride), list(padding), list(dilation), list(couts))
     outs = []  # each input's rows of its group -> (N, cout, Ho, Wo), channels last
     for group, run in zip(groups, _runs(couts)):

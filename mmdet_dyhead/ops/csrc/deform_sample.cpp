@@ -9,34 +9,163 @@
 // index (rows, 4, K) corner rows into flat; wm (rows, 4, K) masked corner weights;
 // cols / gcols (rows, C, K): mmcv's im2col order, so that the (C_out, C, kh, kw) weight is
 // the GEMM's (C_out, C*K) matrix as it is, forward and backward, with no copy.
+//
+// Types: T is the data's (flat, cols, gcols), A the arithmetic's (wm, dots, grad_flat, every
+// blend and sum). fp32 and fp64 compute in their own type; bf16 data (CPU autocast) is widened
+// to fp32 on load and rounded to nearest-even once on store, so only the stored columns and
+// inputs carry bf16's rounding, never a running sum.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
-template <typename T>
+// bf16 travels as its raw bits: plain integer shifts that the compiler vectorises
+inline float load(const float* p, int64_t i) { return p[i]; }
+inline double load(const double* p, int64_t i) { return p[i]; }
+inline float load(const uint16_t* p, int64_t i) {
+  const uint32_t u = static_cast<uint32_t>(p[i]) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline void store(float* p, int64_t i, float v) { p[i] = v; }
+inline void store(double* p, int64_t i, double v) { p[i] = v; }
+inline void store(uint16_t* p, int64_t i, float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;  // to nearest, ties to even
+  p[i] = v != v ? static_cast<uint16_t>(0x7FC0) : static_cast<uint16_t>(rounded);  // NaN stays NaN
+}
+
+// Row operations of the loops below, n contiguous elements. The generic forms are plain loops the
+// compiler vectorises; for bf16 data the narrowing and widening defeat its vectoriser (it picks
+// 4- to 16-byte vectors), so on CPUs with AVX-512 BF16 they are written out 16 lanes at a time.
+template <typename T, typename A>
+inline void blend4_row(T* __restrict__ o, const T* __restrict__ a, const T* __restrict__ b,
+                       const T* __restrict__ c, const T* __restrict__ d, A w0, A w1, A w2, A w3,
+                       int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i)
+    store(o, i, w0 * load(a, i) + w1 * load(b, i) + w2 * load(c, i) + w3 * load(d, i));
+}
+
+// acc[i] (+)= w * f[i]
+template <typename T, typename A>
+inline void axpy_row(A* __restrict__ acc, const T* __restrict__ f, A w, bool first, int64_t n) {
+  if (first) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) acc[i] = w * load(f, i);
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) acc[i] += w * load(f, i);
+  }
+}
+
+template <typename T, typename A>
+inline A dot_row(const T* __restrict__ f, const A* __restrict__ g, int64_t n) {
+  A acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += load(f, i) * g[i];
+  return acc;
+}
+
+template <typename T, typename A>
+inline void round_row(T* __restrict__ o, const A* __restrict__ v, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) store(o, i, v[i]);
+}
+
+#if defined(__AVX512BF16__)
+inline __m512 load16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline void store16(uint16_t* p, __m512 v) {
+  const __m256i h = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v));  // nearest even, NaN kept
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+}
+
+template <>
+inline void blend4_row<uint16_t, float>(uint16_t* __restrict__ o, const uint16_t* __restrict__ a,
+                                        const uint16_t* __restrict__ b,
+                                        const uint16_t* __restrict__ c,
+                                        const uint16_t* __restrict__ d, float w0, float w1,
+                                        float w2, float w3, int64_t n) {
+  const __m512 v0 = _mm512_set1_ps(w0), v1 = _mm512_set1_ps(w1), v2 = _mm512_set1_ps(w2),
+               v3 = _mm512_set1_ps(w3);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 acc = _mm512_mul_ps(v0, load16(a + i));
+    acc = _mm512_fmadd_ps(v1, load16(b + i), acc);
+    acc = _mm512_fmadd_ps(v2, load16(c + i), acc);
+    acc = _mm512_fmadd_ps(v3, load16(d + i), acc);
+    store16(o + i, acc);
+  }
+  for (; i < n; ++i)
+    store(o, i, w0 * load(a, i) + w1 * load(b, i) + w2 * load(c, i) + w3 * load(d, i));
+}
+
+template <>
+inline void axpy_row<uint16_t, float>(float* __restrict__ acc, const uint16_t* __restrict__ f,
+                                      float w, bool first, int64_t n) {
+  const __m512 vw = _mm512_set1_ps(w);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = load16(f + i);
+    _mm512_storeu_ps(acc + i, first ? _mm512_mul_ps(vw, x)
+                                    : _mm512_fmadd_ps(vw, x, _mm512_loadu_ps(acc + i)));
+  }
+  for (; i < n; ++i) acc[i] = (first ? 0.f : acc[i]) + w * load(f, i);
+}
+
+template <>
+inline float dot_row<uint16_t, float>(const uint16_t* __restrict__ f, const float* __restrict__ g,
+                                      int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(load16(f + i), _mm512_loadu_ps(g + i), acc);
+  float out = _mm512_reduce_add_ps(acc);
+  for (; i < n; ++i) out += load(f, i) * g[i];
+  return out;
+}
+
+template <>
+inline void round_row<uint16_t, float>(uint16_t* __restrict__ o, const float* __restrict__ v,
+                                       int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) store16(o + i, _mm512_loadu_ps(v + i));
+  for (; i < n; ++i) store(o, i, v[i]);
+}
+#endif
+
+template <typename T, typename A>
 void blend_kernel(const T* __restrict__ flat, const int64_t* __restrict__ index,
-                  const T* __restrict__ wm, T* __restrict__ cols, int64_t rows, int64_t K,
+                  const A* __restrict__ wm, T* __restrict__ cols, int64_t rows, int64_t K,
                   int64_t C) {
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> tmp(K * C);  // one position's taps, (K, C): contiguous blends
+    std::vector<T> tmp(K * C);  // one position's taps, (K, C): contiguous blends, rounded there
     for (int64_t r = begin; r < end; ++r) {
       const int64_t* idx = index + r * 4 * K;
-      const T* w = wm + r * 4 * K;
+      const A* w = wm + r * 4 * K;
       for (int64_t k = 0; k < K; ++k) {
         const T* __restrict__ a = flat + idx[k] * C;
         const T* __restrict__ b = flat + idx[K + k] * C;
         const T* __restrict__ c = flat + idx[2 * K + k] * C;
         const T* __restrict__ d = flat + idx[3 * K + k] * C;
-        const T w0 = w[k], w1 = w[K + k], w2 = w[2 * K + k], w3 = w[3 * K + k];
-        T* __restrict__ o = tmp.data() + k * C;
-#pragma omp simd
-        for (int64_t i = 0; i < C; ++i) o[i] = w0 * a[i] + w1 * b[i] + w2 * c[i] + w3 * d[i];
+        const A w0 = w[k], w1 = w[K + k], w2 = w[2 * K + k], w3 = w[3 * K + k];
+        blend4_row<T, A>(tmp.data() + k * C, a, b, c, d, w0, w1, w2, w3, C);
       }
-      T* __restrict__ out = cols + r * C * K;  // (K, C) -> (C, K), in L1
+      T* __restrict__ out = cols + r * C * K;  // (K, C) -> (C, K), in L1: plain moves
       for (int64_t i = 0; i < C; ++i)
         for (int64_t k = 0; k < K; ++k) out[i * K + k] = tmp[k * C + i];
     }
@@ -49,95 +178,104 @@ void blend_kernel(const T* __restrict__ flat, const int64_t* __restrict__ index,
 //   cols[r,:,k] = sum_q wm[r,q,k] * flat[index[r,q,k]]         (cols optional: for the weight grad)
 // Taps of different positions hit the same input rows, so threads split the channels, not the
 // taps: no two threads ever add to the same element. Each keeps partial dots of its channels.
-template <typename T>
+template <typename T, typename A>
 void backward_kernel(const T* __restrict__ flat, const int64_t* __restrict__ index,
-                     const T* __restrict__ wm, const T* __restrict__ gcols,
-                     T* __restrict__ grad_flat, T* __restrict__ dots, T* __restrict__ cols,
+                     const A* __restrict__ wm, const T* __restrict__ gcols,
+                     A* __restrict__ grad_flat, A* __restrict__ dots, T* __restrict__ cols,
                      int64_t rows, int64_t K, int64_t C) {
   const int64_t n = rows * 4 * K;
   const int64_t lanes = 16;
   const int64_t slices = std::max<int64_t>(
       1, std::min<int64_t>(at::get_num_threads(), (C + lanes - 1) / lanes));
   const int64_t width = ((C + slices - 1) / slices + lanes - 1) / lanes * lanes;
-  std::vector<T> partial(dots ? slices * n : 0);
+  std::vector<A> partial(dots ? slices * n : 0);
   at::parallel_for(0, slices, 1, [&](int64_t sb, int64_t se) {
-    std::vector<T> g(K * width), b(K * width);  // this position's (K, slice) blocks
+    std::vector<A> g(K * width), b(width);  // this position's (K, slice) gradient block
+    std::vector<T> bt(K * width);             // and its columns, rounded to the data's type
     for (int64_t s = sb; s < se; ++s) {
       const int64_t c0 = s * width, c1 = std::min(C, c0 + width), cw = c1 - c0;
       if (cw <= 0) continue;
-      T* pd = dots ? partial.data() + s * n : nullptr;
+      A* pd = dots ? partial.data() + s * n : nullptr;
       for (int64_t r = 0; r < rows; ++r) {
         const T* src = gcols + r * C * K + c0 * K;
         for (int64_t i = 0; i < cw; ++i)
-          for (int64_t k = 0; k < K; ++k) g[k * width + i] = src[i * K + k];
+          for (int64_t k = 0; k < K; ++k) g[k * width + i] = load(src, i * K + k);
         for (int64_t k = 0; k < K; ++k) {
-          const T* __restrict__ gk = g.data() + k * width;
-          T* __restrict__ bk = b.data() + k * width;
+          const A* __restrict__ gk = g.data() + k * width;
+          // fp32/fp64 blend straight into the columns block; bf16 blends in fp32, then rounds
+          constexpr bool same = std::is_same<T, A>::value;
+          A* __restrict__ bk = same ? reinterpret_cast<A*>(bt.data() + k * width) : b.data();
           for (int q = 0; q < 4; ++q) {
             const int64_t j = r * 4 * K + q * K + k, row = index[j];
-            const T w = wm[j];
+            const A w = wm[j];
             const T* __restrict__ f = flat + row * C + c0;
             if (grad_flat) {
-              T* __restrict__ gf = grad_flat + row * C + c0;
+              A* __restrict__ gf = grad_flat + row * C + c0;
 #pragma omp simd
               for (int64_t i = 0; i < cw; ++i) gf[i] += w * gk[i];
             }
-            if (pd) {
-              T acc = 0;
-#pragma omp simd reduction(+ : acc)
-              for (int64_t i = 0; i < cw; ++i) acc += f[i] * gk[i];
-              pd[j] = acc;
-            }
-            if (cols) {
-              if (q == 0) {
-#pragma omp simd
-                for (int64_t i = 0; i < cw; ++i) bk[i] = w * f[i];
-              } else {
-#pragma omp simd
-                for (int64_t i = 0; i < cw; ++i) bk[i] += w * f[i];
-              }
-            }
+            if (pd) pd[j] = dot_row<T, A>(f, gk, cw);
+            if (cols) axpy_row<T, A>(bk, f, w, q == 0, cw);
           }
+          if (cols && !same) round_row<T, A>(bt.data() + k * width, bk, cw);
         }
         if (cols) {
           T* dst = cols + r * C * K + c0 * K;
           for (int64_t i = 0; i < cw; ++i)
-            for (int64_t k = 0; k < K; ++k) dst[i * K + k] = b[k * width + i];
+            for (int64_t k = 0; k < K; ++k) dst[i * K + k] = bt[k * width + i];
         }
       }
     }
   });
   if (dots) {
     for (int64_t j = 0; j < n; ++j) {
-      T acc = 0;
+      A acc = 0;
       for (int64_t s = 0; s < slices; ++s) acc += partial[s * n + j];
       dots[j] = acc;
     }
   }
 }
 
+// the arithmetic's type of a data type: bf16 computes in fp32
+at::ScalarType acc_type(at::ScalarType t) { return t == at::kBFloat16 ? at::kFloat : t; }
+
 void check(const at::Tensor& flat, const at::Tensor& index, const at::Tensor& wm,
            const at::Tensor& cols) {
   TORCH_CHECK(flat.dim() == 2 && flat.is_contiguous(), "flat must be contiguous (R, C)");
+  TORCH_CHECK(flat.scalar_type() == at::kFloat || flat.scalar_type() == at::kDouble ||
+                  flat.scalar_type() == at::kBFloat16,
+              "flat must be float32, float64 or bfloat16, got ", flat.scalar_type());
   TORCH_CHECK(index.dim() == 3 && index.size(1) == 4 && index.is_contiguous() &&
                   index.scalar_type() == at::kLong,
               "index must be contiguous int64 (rows, 4, K)");
   TORCH_CHECK(wm.sizes() == index.sizes() && wm.is_contiguous() &&
-                  wm.scalar_type() == flat.scalar_type(),
-              "wm must match index and flat's dtype");
+                  wm.scalar_type() == acc_type(flat.scalar_type()),
+              "wm must match index, in flat's arithmetic type (fp32 for bf16)");
   TORCH_CHECK(cols.dim() == 3 && cols.size(0) == index.size(0) && cols.size(1) == flat.size(1) &&
                   cols.size(2) == index.size(2) && cols.is_contiguous() &&
                   cols.scalar_type() == flat.scalar_type(),
               "columns must be contiguous (rows, C, K) of flat's dtype");
 }
 
+// calls f(T*-typed zero, A*-typed zero) for flat's (data, arithmetic) types
+template <typename F>
+void dispatch(at::ScalarType t, F f) {
+  if (t == at::kFloat) f(static_cast<float*>(nullptr), static_cast<float*>(nullptr));
+  else if (t == at::kDouble) f(static_cast<double*>(nullptr), static_cast<double*>(nullptr));
+  else f(static_cast<uint16_t*>(nullptr), static_cast<float*>(nullptr));
+}
+
+template <typename T>
+T* ptr(const at::Tensor& t) { return static_cast<T*>(t.data_ptr()); }
+
 // cols (rows, C, K) = sum over corners of wm * flat[index]
 void blend(const at::Tensor& flat, const at::Tensor& index, const at::Tensor& wm, at::Tensor cols) {
   check(flat, index, wm, cols);
-  AT_DISPATCH_FLOATING_TYPES(flat.scalar_type(), "blend", [&] {
-    blend_kernel<scalar_t>(flat.data_ptr<scalar_t>(), index.data_ptr<int64_t>(),
-                           wm.data_ptr<scalar_t>(), cols.data_ptr<scalar_t>(), index.size(0),
-                           index.size(2), flat.size(1));
+  dispatch(flat.scalar_type(), [&](auto* t, auto* a) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    using A = std::remove_pointer_t<decltype(a)>;
+    blend_kernel<T, A>(ptr<T>(flat), index.data_ptr<int64_t>(), ptr<A>(wm), ptr<T>(cols),
+                       index.size(0), index.size(2), flat.size(1));
   });
 }
 
@@ -146,23 +284,25 @@ void backward(const at::Tensor& flat, const at::Tensor& index, const at::Tensor&
               const at::Tensor& gcols, c10::optional<at::Tensor> grad_flat,
               c10::optional<at::Tensor> dots, c10::optional<at::Tensor> cols) {
   check(flat, index, wm, gcols);
+  const auto acc = acc_type(flat.scalar_type());
   if (grad_flat) {
     TORCH_CHECK(grad_flat->sizes() == flat.sizes() && grad_flat->is_contiguous() &&
-                    grad_flat->scalar_type() == flat.scalar_type(),
-                "grad_flat must match flat");
+                    grad_flat->scalar_type() == acc,
+                "grad_flat must match flat, in its arithmetic type (fp32 for bf16)");
   }
   if (dots) {
     TORCH_CHECK(dots->sizes() == index.sizes() && dots->is_contiguous() &&
-                    dots->scalar_type() == flat.scalar_type(),
-                "dots must be contiguous (rows, 4, K) of flat's dtype");
+                    dots->scalar_type() == acc,
+                "dots must be contiguous (rows, 4, K) in flat's arithmetic type");
   }
   if (cols) check(flat, index, wm, *cols);
-  AT_DISPATCH_FLOATING_TYPES(flat.scalar_type(), "backward", [&] {
-    backward_kernel<scalar_t>(
-        flat.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), wm.data_ptr<scalar_t>(),
-        gcols.data_ptr<scalar_t>(), grad_flat ? grad_flat->data_ptr<scalar_t>() : nullptr,
-        dots ? dots->data_ptr<scalar_t>() : nullptr, cols ? cols->data_ptr<scalar_t>() : nullptr,
-        index.size(0), index.size(2), flat.size(1));
+  dispatch(flat.scalar_type(), [&](auto* t, auto* a) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    using A = std::remove_pointer_t<decltype(a)>;
+    backward_kernel<T, A>(ptr<T>(flat), index.data_ptr<int64_t>(), ptr<A>(wm), ptr<T>(gcols),
+                          grad_flat ? ptr<A>(*grad_flat) : nullptr,
+                          dots ? ptr<A>(*dots) : nullptr, cols ? ptr<T>(*cols) : nullptr,
+                          index.size(0), index.size(2), flat.size(1));
   });
 }
 

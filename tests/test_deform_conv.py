@@ -288,3 +288,15 @@ def test_registered_op_passes_opcheck_with_bf16_data():
     b = torch.randn(6, requires_grad=True)
     torch.library.opcheck(deform_conv2d_levels_op,
                           (xs, offs, masks, w, b, [1, 1], [1, 1], [1, 1], [6]))
+
+
+def test_channels_last_offsets_and_masks_give_the_same_output():
+    """Offsets and masks from a channels-last conv (what a channels-last model hands over) are
+    strided per position: the same result as contiguous ones, not an error."""
+    torch.manual_seed(0)
+    x, off, mask, w, b = (t.detach() for t in _case(2, 4, 5, 6, 7, 1, 1.5))
+    ref = modulated_deform_conv2d(x, off, mask, w, b, 1, 1, 1)
+    cl = torch.channels_last
+    out = modulated_deform_conv2d(x.to(memory_format=cl), off.to(memory_format=cl),
+                                  mask.to(memory_format=cl), w, b, 1, 1, 1)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)

@@ -211,3 +211,17 @@ def test_saved_memory_and_bf16_tables_are_what_their_results_say(tool, fn, saved
         assert f.read() == md
     with open(osp.join(ROOT, 'docs/speed.md')) as f:
         assert md.strip() in f.read()
+
+
+def test_readme_bf16_and_memory_figures_are_the_saved_ones():
+    with open(osp.join(ROOT, 'docs/bench_bf16.json')) as f:
+        b = json.load(f)['sizes']['512x512']
+    with open(osp.join(ROOT, 'docs/bench_memory.json')) as f:
+        m = json.load(f)['peak_mib']['512x512']
+    with open(osp.join(ROOT, 'README.md')) as f:
+        readme = ' '.join(f.read().split())
+    dy, st = b['DynamicHead'], b['4 stacked convs']
+    assert (f'takes {dy["bf16"]["fwd_bwd"]:.3f} s ({dy["fp32"]["fwd_bwd"] / dy["bf16"]["fwd_bwd"]:.2f}x '
+            f'faster than fp32) against {st["bf16"]["fwd_bwd"]:.3f} s') in readme
+    assert (f'from {m["ours, default"]:.0f} MiB to {m["ours, with_cp"]:.0f} MiB at 512x512 '
+            f'(the stacked convs: {m["4 stacked convs"]:.0f} MiB)') in readme

@@ -193,6 +193,13 @@ class _Segments:
             return pys[0], pxs[0]
         return torch.cat(pys), torch.cat(pxs)
 
+    def sizes(self) -> Tuple[Tensor, Tensor]:
+        """Each position's map height and width, (P,) int64 each."""
+        if isinstance(self.H, int):
+            return (self.row_base.new_full((self.P,), self.H),
+                    self.row_base.new_full((self.P,), self.W))
+        return self.H.view(-1), self.W.view(-1)
+
     def per_position(self, ts, inputs: Optional[range] = None) -> Tensor:
         """Maps (N, c, Ho, Wo) of ``inputs`` (default all) -> (their positions, c)."""
         inputs = inputs if inputs is not None else range(len(self.shapes))
@@ -287,6 +294,14 @@ class _CppLoops:
             self.ext.blend(self.flat, index, masked_weight, cols)
         return cols
 
+    def sample(self, py: Tensor, px: Tensor, m: Tensor, row_base: Tensor, hs: Tensor,
+               ws: Tensor, zero_row: int) -> Tensor:
+        """Columns (rows, C, K) straight from tap positions (rows, K): no corner tables."""
+        cols = self.buf[:py.shape[0]]
+        with sample_loops_range():
+            self.ext.sample(self.flat, py, px, m, row_base, hs, ws, zero_row, cols)
+        return cols
+
     def backward(self, index, masked_weight, gcols, grad_flat, dots, need_cols):
         cols = self.buf[:index.shape[0]] if need_cols else None
         with sample_loops_range():
@@ -330,10 +345,24 @@ def deform_conv2d_levels_op(xs: List[Tensor], offsets: List[Tensor], masks: List
     w2d = weight.reshape(segments.Cout, C * K).to(flat.dtype)
     bias = None if bias is None else bias.to(flat.dtype)
     loops = _loops(flat, segments.step, K)
+    # the C++ loops sample straight from the positions; the torch loops need corner tables
+    fused = isinstance(loops, _CppLoops)
+    if fused:  # rows of (P, K): contiguous (channels-last offsets give strided ones)
+        hs, ws = segments.sizes()
+        mk, py, px = m.view(segments.P, K).contiguous(), py.contiguous(), px.contiguous()
     outs = []
     for cout, group, _ in segments.groups:
         out = flat.new_empty(group.stop - group.start, cout)
         w, b = w2d[:cout], None if bias is None else bias[:cout]
+        if fused:
+            for start in range(group.start, group.stop, segments.step):
+                rows = slice(start, min(start + segments.step, group.stop))
+                cols = loops.sample(py[rows], px[rows], mk[rows], segments.row_base[rows],
+                                    hs[rows], ws[rows], segments.zero_row)
+                out[rows.start - group.start:rows.stop - group.start] = _linear(
+                    cols.view(rows.stop - rows.start, C * K), w, b)
+            outs.append(out)
+            continue
         for blk, bilinear in segments.blocks(group, py, px):
             masked_weight = bilinear.weight * m[blk]
             dst = out[blk.start - group.start:blk.stop - group.start]

@@ -18,6 +18,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -172,6 +173,52 @@ void blend_kernel(const T* __restrict__ flat, const int64_t* __restrict__ index,
   });
 }
 
+// The forward straight from the sampling positions: the corners and their weights are worked
+// out per tap here, as _Bilinear does in torch (the same operations in the same order, so the
+// same bits), instead of being stored as (rows, 4, K) tables first.
+//   py, px, m (rows, K): tap positions and masks; row_base (rows,): the first input row of the
+//   position's image; hs, ws (rows,): its map's size; zero_row: the all-zero input row.
+template <typename T, typename A>
+void sample_kernel(const T* __restrict__ flat, const A* __restrict__ py, const A* __restrict__ px,
+                   const A* __restrict__ m, const int64_t* __restrict__ row_base,
+                   const int64_t* __restrict__ hs, const int64_t* __restrict__ ws,
+                   int64_t zero_row, T* __restrict__ cols, int64_t rows, int64_t K, int64_t C) {
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> tmp(K * C);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t H = hs[r], W = ws[r], base = row_base[r];
+      for (int64_t k = 0; k < K; ++k) {
+        const A y = py[r * K + k], x = px[r * K + k], mk = m[r * K + k];
+        int64_t idx[4] = {zero_row, zero_row, zero_row, zero_row};
+        const A none = A(0) * mk;  // a NaN mask spreads even where nothing is sampled, as in mmcv
+        A w[4] = {none, none, none, none};
+        // outside (-1, H) x (-1, W), or NaN: no sample (as mmcv), and no cast of a NaN
+        if (y > -1 && y < H && x > -1 && x < W) {
+          const A y0f = std::floor(y), x0f = std::floor(x);
+          const A ly = y - y0f, lx = x - x0f, hy = 1 - ly, hx = 1 - lx;
+          const int64_t y0 = static_cast<int64_t>(y0f), x0 = static_cast<int64_t>(x0f);
+          const bool vy0 = y0 >= 0 && y0 < H, vy1 = y0 >= -1 && y0 < H - 1;
+          const bool vx0 = x0 >= 0 && x0 < W, vx1 = x0 >= -1 && x0 < W - 1;
+          const int64_t i00 = base + y0 * W + x0;
+          if (vy0 && vx0) idx[0] = i00;
+          if (vy0 && vx1) idx[1] = i00 + 1;
+          if (vy1 && vx0) idx[2] = i00 + W;
+          if (vy1 && vx1) idx[3] = i00 + W + 1;
+          w[0] = (hy * hx) * mk;
+          w[1] = (hy * lx) * mk;
+          w[2] = (ly * hx) * mk;
+          w[3] = (ly * lx) * mk;
+        }
+        blend4_row<T, A>(tmp.data() + k * C, flat + idx[0] * C, flat + idx[1] * C,
+                         flat + idx[2] * C, flat + idx[3] * C, w[0], w[1], w[2], w[3], C);
+      }
+      T* __restrict__ out = cols + r * C * K;
+      for (int64_t i = 0; i < C; ++i)
+        for (int64_t k = 0; k < K; ++k) out[i * K + k] = tmp[k * C + i];
+    }
+  });
+}
+
 // Backward of a chunk, one read of each corner row for all three:
 //   grad_flat[index[r,q,k]] += wm[r,q,k] * gcols[r,:,k]       (grad_flat optional)
 //   dots[r,q,k] = <flat[index[r,q,k]], gcols[r,:,k]>           (dots optional)
@@ -279,6 +326,37 @@ void blend(const at::Tensor& flat, const at::Tensor& index, const at::Tensor& wm
   });
 }
 
+// cols (rows, C, K) from tap positions: sample_kernel
+void sample(const at::Tensor& flat, const at::Tensor& py, const at::Tensor& px,
+            const at::Tensor& m, const at::Tensor& row_base, const at::Tensor& hs,
+            const at::Tensor& ws, int64_t zero_row, at::Tensor cols) {
+  TORCH_CHECK(flat.dim() == 2 && flat.is_contiguous(), "flat must be contiguous (R, C)");
+  const auto acc = acc_type(flat.scalar_type());
+  const int64_t rows = py.size(0), K = py.size(1);
+  for (const auto* t : {&py, &px, &m}) {
+    TORCH_CHECK(t->dim() == 2 && t->size(0) == rows && t->size(1) == K && t->is_contiguous() &&
+                    t->scalar_type() == acc,
+                "positions and masks must be contiguous (rows, K) in flat's arithmetic type");
+  }
+  for (const auto* t : {&row_base, &hs, &ws}) {
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == rows && t->is_contiguous() &&
+                    t->scalar_type() == at::kLong,
+                "row_base, hs and ws must be contiguous int64 (rows,)");
+  }
+  TORCH_CHECK(zero_row >= 0 && zero_row < flat.size(0), "zero_row outside flat");
+  TORCH_CHECK(cols.dim() == 3 && cols.size(0) == rows && cols.size(1) == flat.size(1) &&
+                  cols.size(2) == K && cols.is_contiguous() &&
+                  cols.scalar_type() == flat.scalar_type(),
+              "columns must be contiguous (rows, C, K) of flat's dtype");
+  dispatch(flat.scalar_type(), [&](auto* t, auto* a) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    using A = std::remove_pointer_t<decltype(a)>;
+    sample_kernel<T, A>(ptr<T>(flat), ptr<A>(py), ptr<A>(px), ptr<A>(m),
+                        row_base.data_ptr<int64_t>(), hs.data_ptr<int64_t>(),
+                        ws.data_ptr<int64_t>(), zero_row, ptr<T>(cols), rows, K, flat.size(1));
+  });
+}
+
 // backward_kernel's three outputs, each optional; gcols (rows, C, K)
 void backward(const at::Tensor& flat, const at::Tensor& index, const at::Tensor& wm,
               const at::Tensor& gcols, c10::optional<at::Tensor> grad_flat,
@@ -310,5 +388,6 @@ void backward(const at::Tensor& flat, const at::Tensor& index, const at::Tensor&
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("blend", &blend, "masked bilinear columns from corner rows");
+  m.def("sample", &sample, "masked bilinear columns from tap positions");
   m.def("backward", &backward, "scatter to the input, corner dot products, columns");
 }

@@ -9,7 +9,6 @@ Writes OUT/bench_deploy.json (with the machine) and OUT/table.md.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 
@@ -17,6 +16,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmdet_dyhead.deploy.benchmark import MODELS, benchmark, table  # noqa: E402
 from mmdet_dyhead.utils.machine import machine_name  # noqa: E402
+from mmdet_dyhead.utils.report import write_report  # noqa: E402
 
 
 def main(argv=None):
@@ -26,7 +26,6 @@ def main(argv=None):
     p.add_argument('--out', default='outputs/bench_deploy')
     p.add_argument('--from-json', help='redraw the table of a saved run')
     a = p.parse_args(argv)
-    os.makedirs(a.out, exist_ok=True)
     if a.from_json:
         with open(a.from_json) as f:
             saved = json.load(f)
@@ -40,12 +39,8 @@ def main(argv=None):
         for key in a.models:
             saved['results'].append(benchmark(key, a.rounds))
             print(json.dumps(saved['results'][-1]), flush=True)
-        with open(osp.join(a.out, 'bench_deploy.json'), 'w') as f:
-            json.dump(saved, f, indent=1)
-    md = table(saved['results'])
-    with open(osp.join(a.out, 'table.md'), 'w') as f:
-        f.write(md)
-    print(md)
+    write_report(a.out, table(saved['results']), None if a.from_json else saved,
+                 'bench_deploy.json')
     return saved
 
 

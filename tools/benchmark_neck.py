@@ -32,6 +32,7 @@ from torch import nn  # noqa: E402
 from mmdet_dyhead.models.deform_conv_norm import stride2_size  # noqa: E402
 from mmdet_dyhead.utils.machine import machine_name  # noqa: E402
 from mmdet_dyhead.utils.paths import ROOT  # noqa: E402
+from mmdet_dyhead.utils.report import write_report  # noqa: E402
 from mmdet_dyhead.utils.timing import sync  # noqa: E402
 
 IMPLS = ['mmdet DyHead', 'ours, mmcv kernel', 'ours, torch kernel', 'ours, default',
@@ -239,12 +240,7 @@ def memory_only(a) -> dict:
         result['peak_mib'][s] = {n: peak_memory(n, a.channels, a.blocks, a.batch, size, a.device)
                                  for n in names}  # replaces that size's earlier numbers
         print(s, 'peak MiB', result['peak_mib'][s], flush=True)
-    with open(path, 'w') as f:
-        json.dump(result, f, indent=1)
-    md = memory_table(result)
-    with open(osp.join(a.out, 'memory.md'), 'w') as f:
-        f.write(md)
-    print(md)
+    write_report(a.out, memory_table(result), result, 'memory.json', 'memory.md')
     return result
 
 

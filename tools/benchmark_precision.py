@@ -12,7 +12,6 @@ forward, fp32 weights. Every (model, precision) pair alternates inside one proce
 """
 import argparse
 import json
-import os
 import os.path as osp
 import statistics
 import sys
@@ -24,6 +23,7 @@ import torch  # noqa: E402
 from benchmark_neck import StackedConvs, pyramid_sizes, run_once  # noqa: E402
 
 from mmdet_dyhead.utils.machine import machine_name  # noqa: E402
+from mmdet_dyhead.utils.report import write_report  # noqa: E402
 
 MODELS = ['DynamicHead', '4 stacked convs']
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
@@ -97,14 +97,7 @@ def main(argv=None):
             result = json.load(f)
     else:
         result = measure(a.channels, a.blocks, a.batch, a.sizes, a.repeats)
-    os.makedirs(a.out, exist_ok=True)
-    if not a.from_json:
-        with open(osp.join(a.out, 'results.json'), 'w') as f:
-            json.dump(result, f, indent=1)
-    md = table(result)
-    with open(osp.join(a.out, 'table.md'), 'w') as f:
-        f.write(md)
-    print(md)
+    write_report(a.out, table(result), None if a.from_json else result)
     return result
 
 

@@ -288,12 +288,6 @@ class _CppLoops:
         self.ext, self.flat = ext, flat
         self.buf = flat.new_empty(step, flat.shape[1], K)
 
-    def columns(self, index: Tensor, masked_weight: Tensor) -> Tensor:
-        cols = self.buf[:index.shape[0]]
-        with sample_loops_range():
-            self.ext.blend(self.flat, index, masked_weight, cols)
-        return cols
-
     def sample(self, py: Tensor, px: Tensor, m: Tensor, row_base: Tensor, hs: Tensor,
                ws: Tensor, zero_row: int) -> Tensor:
         """Columns (rows, C, K) straight from tap positions (rows, K): no corner tables."""

@@ -5,6 +5,8 @@
 // memory-bound passes that cost more than the GEMM next to them. These loops read each corner
 // row once and write nothing but the result.
 //
+// Forward (sample): the taps' corners and weights are worked out in the loop from the positions.
+// Backward: from tables the Python side builds (it needs the weights' derivatives as well).
 // Layouts (all contiguous): flat (R, C) input rows, channels last, last row zero;
 // index (rows, 4, K) corner rows into flat; wm (rows, 4, K) masked corner weights;
 // cols / gcols (rows, C, K): mmcv's im2col order, so that the (C_out, C, kh, kw) weight is
@@ -149,30 +151,6 @@ inline void round_row<uint16_t, float>(uint16_t* __restrict__ o, const float* __
 }
 #endif
 
-template <typename T, typename A>
-void blend_kernel(const T* __restrict__ flat, const int64_t* __restrict__ index,
-                  const A* __restrict__ wm, T* __restrict__ cols, int64_t rows, int64_t K,
-                  int64_t C) {
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> tmp(K * C);  // one position's taps, (K, C): contiguous blends, rounded there
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t* idx = index + r * 4 * K;
-      const A* w = wm + r * 4 * K;
-      for (int64_t k = 0; k < K; ++k) {
-        const T* __restrict__ a = flat + idx[k] * C;
-        const T* __restrict__ b = flat + idx[K + k] * C;
-        const T* __restrict__ c = flat + idx[2 * K + k] * C;
-        const T* __restrict__ d = flat + idx[3 * K + k] * C;
-        const A w0 = w[k], w1 = w[K + k], w2 = w[2 * K + k], w3 = w[3 * K + k];
-        blend4_row<T, A>(tmp.data() + k * C, a, b, c, d, w0, w1, w2, w3, C);
-      }
-      T* __restrict__ out = cols + r * C * K;  // (K, C) -> (C, K), in L1: plain moves
-      for (int64_t i = 0; i < C; ++i)
-        for (int64_t k = 0; k < K; ++k) out[i * K + k] = tmp[k * C + i];
-    }
-  });
-}
-
 // The forward straight from the sampling positions: the corners and their weights are worked
 // out per tap here, as _Bilinear does in torch (the same operations in the same order, so the
 // same bits), instead of being stored as (rows, 4, K) tables first.
@@ -315,17 +293,6 @@ void dispatch(at::ScalarType t, F f) {
 template <typename T>
 T* ptr(const at::Tensor& t) { return static_cast<T*>(t.data_ptr()); }
 
-// cols (rows, C, K) = sum over corners of wm * flat[index]
-void blend(const at::Tensor& flat, const at::Tensor& index, const at::Tensor& wm, at::Tensor cols) {
-  check(flat, index, wm, cols);
-  dispatch(flat.scalar_type(), [&](auto* t, auto* a) {
-    using T = std::remove_pointer_t<decltype(t)>;
-    using A = std::remove_pointer_t<decltype(a)>;
-    blend_kernel<T, A>(ptr<T>(flat), index.data_ptr<int64_t>(), ptr<A>(wm), ptr<T>(cols),
-                       index.size(0), index.size(2), flat.size(1));
-  });
-}
-
 // cols (rows, C, K) from tap positions: sample_kernel
 void sample(const at::Tensor& flat, const at::Tensor& py, const at::Tensor& px,
             const at::Tensor& m, const at::Tensor& row_base, const at::Tensor& hs,
@@ -387,7 +354,6 @@ void backward(const at::Tensor& flat, const at::Tensor& index, const at::Tensor&
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("blend", &blend, "masked bilinear columns from corner rows");
   m.def("sample", &sample, "masked bilinear columns from tap positions");
   m.def("backward", &backward, "scatter to the input, corner dot products, columns");
 }

@@ -330,18 +330,14 @@ def main(argv=None):
     if not a.no_atss and dtype == torch.float32:
         result['atss'] = atss_ratio(a.device, a.atss_repeats)
         print('ATSS', result['atss'], flush=True)
-    with open(osp.join(a.out, 'results.json'), 'w') as f:
-        json.dump(result, f, indent=1)
-    print(write_outputs(result, a.sizes, names, a.out))
+    write_outputs(result, a.sizes, names, a.out, measured=True)
     return result
 
 
-def write_outputs(result, sizes, names, out) -> str:
-    """table.md and time_vs_size.png in ``out``; returns the table."""
-    os.makedirs(out, exist_ok=True)
-    md = table(result, sizes, names)
-    with open(osp.join(out, 'table.md'), 'w') as f:
-        f.write(md)
+def write_outputs(result, sizes, names, out, measured: bool = False) -> str:
+    """table.md, time_vs_size.png and, for a measured run, results.json in ``out``; returns the
+    table."""
+    md = write_report(out, table(result, sizes, names), result if measured else None)
     plot(result, names, osp.join(out, 'time_vs_size.png'))
     return md
 

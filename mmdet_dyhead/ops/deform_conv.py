@@ -159,7 +159,7 @@ class _Segments:
         self.P = self.pos0[-1]
         # bf16 columns take half the bytes: twice the positions per chunk for the same cache
         # footprint, and twice the inner size of the weight gradient's products
-        per_element = 2 if x0.dtype in (torch.bfloat16, torch.float16) else 1
+        per_element = max(1, 4 // x0.element_size())
         self.step = max(16, CHUNK_ELEMENTS * per_element // (self.K * self.C))
         # per position: first row of its image in the flat input, and its map's size (an int
         # where all inputs have the same)

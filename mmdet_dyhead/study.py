@@ -79,6 +79,12 @@ ROWS: Dict[str, Row] = {r.name: r for r in [
     _row('atss-dyhead6', _DYH, 'DynamicHead 6', **{_BLOCKS: 6, **_RECIPE}),
     _row('atss-dyhead4-legacy', _DYH, 'DynamicHead 4, legacy offsets',
          **{_BLOCKS: 4, **_RECIPE, 'model__neck__1__legacy_offsets': True}),
+    # DynamicHead shares one trunk between classification and regression, where the stacked
+    # convs give each task its own tower: fewer blocks plus one or two task convs, same FLOPs
+    _row('atss-dyhead3-convs1', _DYH, 'DynamicHead 3 + 1 stacked conv per task',
+         **{_BLOCKS: 3, **_RECIPE, 'model__bbox_head__stacked_convs': 1}),
+    _row('atss-dyhead2-convs2', _DYH, 'DynamicHead 2 + 2 stacked convs per task',
+         **{_BLOCKS: 2, **_RECIPE, 'model__bbox_head__stacked_convs': 2}),
     # Table 1 of the paper, in miniature (4 blocks, the recipe): none, each alone
     _row('atss-dyhead4-none', _DYH, 'no attention (plain convs, level mean, ReLU)',
          **{_BLOCKS: 4, **_RECIPE, **_ALL_OFF}),

@@ -18,8 +18,9 @@ class AttentionStats:
 
     ``summary()`` averages them over every call (the largest for maxima): for each
     SpatialAwareAttention the mean and max |offset| (pixels) and the mean mask; for each
-    ScaleAwareAttention the mean weight; for each TaskAwareAttention the mean a1 and a2 (ReLU is
-    a1 = 1, a2 = 0); for the module that feeds the first DynamicHead, the std of each level.
+    ScaleAwareAttention the mean weight, overall and per level and branch (``P0_same``,
+    ``P0_coarser``, ``P1_finer``, ...: level 0 is the finest input); for each TaskAwareAttention
+    the mean a1 and a2 (ReLU is a1 = 1, a2 = 0); for the module that feeds the first DynamicHead, the std of each level.
     """
 
     def __init__(self, model: nn.Module):
@@ -59,14 +60,32 @@ class AttentionStats:
     def _patch_scale(self, name, module):
         # its weights come from F.linear on the pooled map (fc's forward never runs), so its
         # attention() is wrapped for the time the stats are attached
-        original = module.attention
+        # attention() is wrapped for the time the stats are attached. forward() is wrapped too,
+        # to name each weight by its level and branch: the neck calls it once per level, finest
+        # first, with [same, finer (not on the finest), coarser (not on the coarsest)]
+        original, original_forward = module.attention, module.forward
+        state = dict(level=0, branch=None)
 
         def attention(x):
             weight = original(x)
             self._add(name, 'weight_mean', weight.mean())
+            if state['branch'] is not None:
+                self._add(name, f'P{state["level"]}_{state["branch"].pop(0)}', weight.mean())
             return weight
-        module.attention = attention
-        return _Restore(module, 'attention')
+
+        def forward(feats):
+            level, n = state['level'], len(feats)
+            last = n < 3 and level > 0 or n == 1
+            state['branch'] = ['same'] + (['finer'] if level > 0 else []) + (
+                [] if last else ['coarser'])
+            if len(state['branch']) != n:  # not called as the neck calls it: no names
+                state['branch'] = None
+            try:
+                return original_forward(feats)
+            finally:
+                state['level'], state['branch'] = (0 if last else level + 1), None
+        module.attention, module.forward = attention, forward
+        return _Restore(module, 'attention', 'forward')
 
     def _task_hook(self, name, module):
         def hook(mod, inputs):
@@ -91,12 +110,13 @@ class AttentionStats:
 class _Restore:
     """A handle that removes an instance attribute (a patched method) when removed."""
 
-    def __init__(self, obj, attr):
-        self.obj, self.attr = obj, attr
+    def __init__(self, obj, *attrs):
+        self.obj, self.attrs = obj, attrs
 
     def remove(self):
-        if self.attr in vars(self.obj):
-            delattr(self.obj, self.attr)
+        for attr in self.attrs:
+            if attr in vars(self.obj):
+                delattr(self.obj, attr)
 
 
 @torch.no_grad()

@@ -85,6 +85,9 @@ ROWS: Dict[str, Row] = {r.name: r for r in [
          **{_BLOCKS: 3, **_RECIPE, 'model__bbox_head__stacked_convs': 1}),
     _row('atss-dyhead2-convs2', _DYH, 'DynamicHead 2 + 2 stacked convs per task',
          **{_BLOCKS: 2, **_RECIPE, 'model__bbox_head__stacked_convs': 2}),
+    # the same structure without the attentions: is the gain DyHead's or the structure's?
+    _row('atss-dyhead3-convs1-none', _DYH, '3 plain blocks (no attention) + 1 stacked conv per task',
+         **{_BLOCKS: 3, **_RECIPE, **_ALL_OFF, 'model__bbox_head__stacked_convs': 1}),
     # Table 1 of the paper, in miniature (4 blocks, the recipe): none, each alone
     _row('atss-dyhead4-none', _DYH, 'no attention (plain convs, level mean, ReLU)',
          **{_BLOCKS: 4, **_RECIPE, **_ALL_OFF}),
@@ -97,6 +100,9 @@ ROWS: Dict[str, Row] = {r.name: r for r in [
     # the other detectors (their demo configs as they are)
     _row('fcos', 'fcos_r18_fpn_16e_shapes.py', 'FCOS, 4 stacked convs'),
     _row('fcos-dyhead', 'fcos_r18_fpn_dyhead_16e_shapes.py', 'FCOS + DynamicHead'),
+    _row('fcos-dyhead3-convs1', 'fcos_r18_fpn_dyhead_16e_shapes.py',
+         'FCOS + DynamicHead 3 + 1 stacked conv per task',
+         **{_BLOCKS: 3, 'model__bbox_head__stacked_convs': 1}),
     _row('retinanet', 'retinanet_r18_fpn_16e_shapes.py', 'RetinaNet, 4 stacked convs'),
     _row('retinanet-dyhead', 'retinanet_r18_fpn_dyhead_16e_shapes.py', 'RetinaNet + DynamicHead'),
     # RetinaNet's towers have no norm, DynamicHead has GroupNorm: the baseline with GN towers too

@@ -42,12 +42,17 @@ def _row(name, config, label, **options) -> Row:
 _ATSS, _DYH = 'atss_r18_fpn_16e_shapes.py', 'atss_r18_fpn_dyhead_16e_shapes.py'
 _BLOCKS = 'model__neck__1__num_blocks'
 # Each row sets the keys the study varies explicitly, so a row means the same thing whatever the
-# demo configs' defaults become: the FPN's norm, DynamicHead's depth and hard sigmoid.
+# demo configs' defaults become: the FPN's norm, DynamicHead's depth and hard sigmoid, and the
+# head's stacked convs kept after DynamicHead.
 _PLAIN_FPN = {'model__neck__norm_cfg': None}
-_PLAIN_FPN_DY = {'model__neck__0__norm_cfg': None, 'model__neck__1__hsigmoid': 'reference'}
+_NO_CONVS = {'model__bbox_head__stacked_convs': 0}  # DynamicHead replaces all of them
+_PLAIN_FPN_DY = {'model__neck__0__norm_cfg': None, 'model__neck__1__hsigmoid': 'reference',
+                 **_NO_CONVS}
 _GN_FPN = {'model__neck__norm_cfg__type': 'GN', 'model__neck__norm_cfg__num_groups': 16}
-_GN_FPN_DY = {'model__neck__0__norm_cfg__type': 'GN', 'model__neck__0__norm_cfg__num_groups': 16}
-_RECIPE = {**_GN_FPN_DY, 'model__neck__1__hsigmoid': 'paper'}  # the demo config's
+_GN_FPN_DY = {'model__neck__0__norm_cfg__type': 'GN', 'model__neck__0__norm_cfg__num_groups': 16,
+              **_NO_CONVS}
+_RECIPE = {**_GN_FPN_DY, 'model__neck__1__hsigmoid': 'paper'}  # + 4 blocks: the paper's form
+_PER_TASK = {_BLOCKS: 3, **_RECIPE, 'model__bbox_head__stacked_convs': 1}  # the demo config's
 # the paper's optimizer (SGD, momentum 0.9, weight decay 1e-4; mmdet's lr 0.01 for batch 16,
 # doubled here for a from-scratch backbone at batch 8) with the same warm-up and cosine schedule;
 # no lr multiplier on the offset convs (the paper has none)
@@ -67,7 +72,7 @@ ROWS: Dict[str, Row] = {r.name: r for r in [
          **{_BLOCKS: 4, **_GN_FPN_DY, 'model__neck__1__hsigmoid': 'reference',
             'optim_wrapper__paramwise_cfg__custom_keys__offset_conv__lr_mult': 1.0}),
     _row('atss-dyhead4-fpngn-hsp', _DYH,
-         "DynamicHead 4, FPN with GN, the paper's hard sigmoid (the demo recipe)",
+         "DynamicHead 4, FPN with GN, the paper's hard sigmoid",
          **{_BLOCKS: 4, **_RECIPE}),
     # the optimizer: SGD as in the paper, both sides
     _row('atss-fpngn-sgd', _ATSS, 'ATSS, 4 stacked convs, FPN with GN, SGD', **{**_GN_FPN, **_SGD}),
@@ -81,13 +86,14 @@ ROWS: Dict[str, Row] = {r.name: r for r in [
          **{_BLOCKS: 4, **_RECIPE, 'model__neck__1__legacy_offsets': True}),
     # DynamicHead shares one trunk between classification and regression, where the stacked
     # convs give each task its own tower: fewer blocks plus one or two task convs, same FLOPs
-    _row('atss-dyhead3-convs1', _DYH, 'DynamicHead 3 + 1 stacked conv per task',
-         **{_BLOCKS: 3, **_RECIPE, 'model__bbox_head__stacked_convs': 1}),
+    _row('atss-dyhead3-convs1', _DYH,
+         'DynamicHead 3 + 1 stacked conv per task, FPN with GN, paper\'s hard sigmoid '
+         '(the demo recipe)', **_PER_TASK),
     _row('atss-dyhead2-convs2', _DYH, 'DynamicHead 2 + 2 stacked convs per task',
          **{_BLOCKS: 2, **_RECIPE, 'model__bbox_head__stacked_convs': 2}),
     # the same structure without the attentions: is the gain DyHead's or the structure's?
     _row('atss-dyhead3-convs1-none', _DYH, '3 plain blocks (no attention) + 1 stacked conv per task',
-         **{_BLOCKS: 3, **_RECIPE, **_ALL_OFF, 'model__bbox_head__stacked_convs': 1}),
+         **{**_PER_TASK, **_ALL_OFF}),
     # Table 1 of the paper, in miniature (4 blocks, the recipe): none, each alone
     _row('atss-dyhead4-none', _DYH, 'no attention (plain convs, level mean, ReLU)',
          **{_BLOCKS: 4, **_RECIPE, **_ALL_OFF}),
@@ -346,9 +352,10 @@ def table(summaries: Sequence[Summary], ref: Optional[str] = None,
 
 # The README's study sections: (marker, rows, schedule); each is a table of those rows.
 SECTIONS: List[Tuple[str, Tuple[str, ...], int]] = [
-    ('main', ('atss-fpngn', 'atss-dyhead4-fpngn', 'atss-dyhead4-fpngn-hsp'), 16),
+    ('main', ('atss-fpngn', 'atss-dyhead4-fpngn-hsp', 'atss-dyhead3-convs1'), 16),
     ('recipe', ('atss', 'atss-dyhead4', 'atss-fpngn', 'atss-dyhead4-fpngn',
-                'atss-dyhead4-fpngn-off1', 'atss-dyhead4-fpngn-hsp'), 16),
+                'atss-dyhead4-fpngn-off1', 'atss-dyhead4-fpngn-hsp', 'atss-dyhead2-convs2',
+                'atss-dyhead3-convs1-none', 'atss-dyhead3-convs1'), 16),
     ('ablation', ('atss-fpngn', 'atss-dyhead4-none', 'atss-dyhead4-L', 'atss-dyhead4-S',
                   'atss-dyhead4-C', 'atss-dyhead4-fpngn-hsp'), 16),
     ('depth', ('atss-fpngn', 'atss-dyhead1', 'atss-dyhead2', 'atss-dyhead4-fpngn-hsp',

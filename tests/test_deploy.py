@@ -190,6 +190,18 @@ def test_deploy_latency_table_rows_and_ratio():
     assert lines[3].split(' | ')[3] == '-'  # no mmcv kernel in a head without deformable convs
 
 
+def test_deploy_benchmark_names_the_head_its_config_builds():
+    from mmdet_dyhead.deploy.benchmark import describe_head
+    cfg = Config.fromfile('configs/demo/atss_r18_fpn_dyhead_16e_shapes.py')
+    dy, convs = cfg.model.neck[1], cfg.model.bbox_head.stacked_convs
+    assert describe_head(cfg) == (f'{dy.num_blocks} blocks of {dy.out_channels} ch + {convs} '
+                                  f'stacked conv{"s" * (convs > 1)} per task')
+    cfg.model.neck[1].num_blocks, cfg.model.bbox_head.stacked_convs = 1, 0
+    assert describe_head(cfg) == f'1 block of {dy.out_channels} ch'
+    assert describe_head(Config.fromfile('configs/atss_r50_fpn_dyhead_1x_coco.py')) == (
+        '6 blocks of 256 ch')
+
+
 def test_readme_deploy_latency_table_is_what_the_saved_benchmark_says(tmp_path):
     import subprocess
     import sys

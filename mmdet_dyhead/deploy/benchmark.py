@@ -16,15 +16,24 @@ from ..utils.timing import time_predict_alternating
 from .export import export
 from .runtime import attach
 
-# (name, DynamicHead config, baseline config, H, W)
+# (name, DynamicHead config, baseline config, H, W); {head} is filled in from the config
 MODELS = {
-    'demo': ('demo ATSS-R18/2 at 320x320 (DynamicHead: 4 blocks of 64 ch)',
+    'demo': ('demo ATSS-R18/2 at 320x320 (DynamicHead: {head})',
              'configs/demo/atss_r18_fpn_dyhead_16e_shapes.py',
              'configs/demo/atss_r18_fpn_16e_shapes.py', 320, 320),
-    'coco': ('COCO ATSS-R50 at 800x1344 (DynamicHead: 6 blocks of 256 ch)',
+    'coco': ('COCO ATSS-R50 at 800x1344 (DynamicHead: {head})',
              'configs/atss_r50_fpn_dyhead_1x_coco.py',
              'mmdet::atss/atss_r50_fpn_1x_coco.py', 800, 1344),
 }
+
+
+def describe_head(cfg) -> str:
+    """'4 blocks of 64 ch', '3 blocks of 64 ch + 1 stacked conv per task': what a config's
+    DynamicHead and the head convs kept after it are."""
+    dy = next(n for n in cfg.model.neck if n['type'] == 'DynamicHead')
+    blocks, convs = dy.get('num_blocks', 6), cfg.model.bbox_head.get('stacked_convs', 4)
+    out = f'{blocks} block{"s" * (blocks != 1)} of {dy.get("out_channels", 256)} ch'
+    return out + (f' + {convs} stacked conv{"s" * (convs != 1)} per task' if convs else '')
 VARIANTS = ('pytorch, our kernel', "pytorch, mmcv's kernel", 'onnxruntime', 'openvino')
 
 
@@ -60,7 +69,8 @@ def benchmark(key: str, rounds: int = 5, warmup: int = 1,
     """Milliseconds (median over ``rounds``) per variant, for the DynamicHead model and its
     stacked-conv baseline; ``variants`` limits which run."""
     label, dyhead_cfg, base_cfg, h, w = MODELS[key]
-    result = dict(model=label, size=[h, w], rounds=rounds, rows={})
+    result = dict(model=label.format(head=describe_head(_config(dyhead_cfg))), size=[h, w],
+                  rounds=rounds, rows={})
     with tempfile.TemporaryDirectory() as tmp:
         for name, config, dyhead in (('DynamicHead', dyhead_cfg, True),
                                      ('4 stacked convs', base_cfg, False)):

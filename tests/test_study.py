@@ -131,7 +131,9 @@ def test_the_demo_configs_are_the_recipe_rows():
     """make demo trains what the study's recipe rows measured."""
     from mmengine.config import Config
     for row, config in (('atss-fpngn', 'atss_r18_fpn_16e_shapes.py'),
-                        ('atss-dyhead3-convs1', 'atss_r18_fpn_dyhead_16e_shapes.py')):
+                        ('atss-dyhead3-convs1', 'atss_r18_fpn_dyhead_16e_shapes.py'),
+                        ('fcos', 'fcos_r18_fpn_16e_shapes.py'),
+                        ('fcos-dyhead3-convs1', 'fcos_r18_fpn_dyhead_16e_shapes.py')):
         got = _row_cfg(row).model
         demo = Config.fromfile(osp.join(study.ROOT, 'configs/demo', config)).model
         strip = (lambda n: {k: v for k, v in n.items() if k != 'norm_cfg'})  # noqa: E731

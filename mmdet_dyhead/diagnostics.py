@@ -20,7 +20,8 @@ class AttentionStats:
     SpatialAwareAttention the mean and max |offset| (pixels) and the mean mask; for each
     ScaleAwareAttention the mean weight, overall and per level and branch (``P0_same``,
     ``P0_coarser``, ``P1_finer``, ...: level 0 is the finest input); for each TaskAwareAttention
-    the mean a1 and a2 (ReLU is a1 = 1, a2 = 0); for the module that feeds the first DynamicHead, the std of each level.
+    the mean a1 and a2 (ReLU is a1 = 1, a2 = 0); for the module that feeds the first DynamicHead,
+    the std of each level.
     """
 
     def __init__(self, model: nn.Module):

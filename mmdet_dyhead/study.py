@@ -364,14 +364,14 @@ SECTIONS: List[Tuple[str, Tuple[str, ...], int]] = [
     ('offsets', ('atss-dyhead4-fpngn-hsp', 'atss-dyhead4-legacy'), 16),
     ('optimizer', ('atss-fpngn', 'atss-dyhead4-fpngn-hsp', 'atss-fpngn-sgd',
                    'atss-dyhead4-fpngn-hsp-sgd'), 16),
-    ('detectors', ('fcos', 'fcos-dyhead', 'fcos-dyhead3-convs1', 'retinanet', 'retinanet-gn', 'retinanet-dyhead',
-                   'faster-rcnn', 'faster-rcnn-dyhead', 'faster-rcnn-dyhead-2stage', 'mask-rcnn',
-                   'mask-rcnn-dyhead'), 16),
+    ('detectors', ('fcos', 'fcos-dyhead', 'fcos-dyhead3-convs1', 'retinanet', 'retinanet-gn',
+                   'retinanet-dyhead', 'faster-rcnn', 'faster-rcnn-dyhead',
+                   'faster-rcnn-dyhead-2stage', 'mask-rcnn', 'mask-rcnn-dyhead'), 16),
 ]
 # the detectors table: each row's latency against its own detector's baseline
-PAIRS = {'fcos-dyhead': 'fcos', 'fcos-dyhead3-convs1': 'fcos', 'retinanet-gn': 'retinanet', 'retinanet-dyhead': 'retinanet',
-         'faster-rcnn-dyhead': 'faster-rcnn', 'faster-rcnn-dyhead-2stage': 'faster-rcnn',
-         'mask-rcnn-dyhead': 'mask-rcnn'}
+PAIRS = {'fcos-dyhead': 'fcos', 'fcos-dyhead3-convs1': 'fcos', 'retinanet-gn': 'retinanet',
+         'retinanet-dyhead': 'retinanet', 'faster-rcnn-dyhead': 'faster-rcnn',
+         'faster-rcnn-dyhead-2stage': 'faster-rcnn', 'mask-rcnn-dyhead': 'mask-rcnn'}
 
 
 def sections(results: Sequence[dict]) -> Dict[str, str]:

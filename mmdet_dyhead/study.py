@@ -415,14 +415,17 @@ def _axes():
     return plt.subplots(figsize=(6, 4))
 
 
-def _save(fig, ax, xlabel: str, path: str):
+def _save(fig, ax, xlabel: str, path: str, legend_loc: str = 'best'):
     import matplotlib.pyplot as plt
     ax.set_xlabel(xlabel)
     ax.set_ylabel('val bbox mAP')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if legend_loc == 'below':  # many rows: under the axes, where it hides no point
+        ax.legend(fontsize=6, loc='upper center', bbox_to_anchor=(0.5, -0.22))
+    else:
+        ax.legend(fontsize=6, loc=legend_loc)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches='tight')
     plt.close(fig)
 
 
@@ -439,7 +442,7 @@ def plot_curves(results: Sequence[dict], rows: Sequence[str], epochs: int, path:
                 label=f'{s.label} ({len(s.runs)} seeds)')
         ax.fill_between(xs, [min(by_epoch[x]) for x in xs], [max(by_epoch[x]) for x in xs],
                         alpha=0.2)
-    _save(fig, ax, 'epoch', path)
+    _save(fig, ax, 'epoch', path, legend_loc='lower right')  # the curves rise from lower left
 
 
 def plot_map_vs_latency(results: Sequence[dict], rows: Sequence[str], epochs: int, path: str):
@@ -450,7 +453,7 @@ def plot_map_vs_latency(results: Sequence[dict], rows: Sequence[str], epochs: in
         ax.errorbar(s.median('latency_ms'), s.mean('bbox_mAP'),
                     yerr=None if math.isnan(sd) else sd, marker='o', capsize=3,
                     label=f'{s.label} ({s.median("gflops"):.2f} GFLOPs)')
-    _save(fig, ax, 'CPU latency, batch 1, 320x320 (ms)', path)
+    _save(fig, ax, 'CPU latency, batch 1, 320x320 (ms)', path, legend_loc='below')
 
 
 def depth_points(results: Sequence[dict], rows: Sequence[str], epochs: int) -> List[dict]:

@@ -198,6 +198,9 @@ def test_deploy_benchmark_names_the_head_its_config_builds():
                                   f'stacked conv{"s" * (convs > 1)} per task')
     cfg.model.neck[1].num_blocks, cfg.model.bbox_head.stacked_convs = 1, 0
     assert describe_head(cfg) == f'1 block of {dy.out_channels} ch'
+    del cfg.model.neck[1]['num_blocks'], cfg.model.bbox_head['stacked_convs']
+    # omitted settings are the registered classes' defaults (DynamicHead: 6; ATSSHead: 4)
+    assert describe_head(cfg) == f'6 blocks of {dy.out_channels} ch + 4 stacked convs per task'
     assert describe_head(Config.fromfile('configs/atss_r50_fpn_dyhead_1x_coco.py')) == (
         '6 blocks of 256 ch')
 

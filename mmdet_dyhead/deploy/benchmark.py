@@ -25,16 +25,26 @@ MODELS = {
              'configs/atss_r50_fpn_dyhead_1x_coco.py',
              'mmdet::atss/atss_r50_fpn_1x_coco.py', 800, 1344),
 }
+VARIANTS = ('pytorch, our kernel', "pytorch, mmcv's kernel", 'onnxruntime', 'openvino')
+
+
+def _setting(module_cfg, key: str):
+    """A module config's ``key``, or the registered class's default where the config omits it."""
+    import inspect
+
+    from mmdet.registry import MODELS as REGISTRY
+    if key in module_cfg:
+        return module_cfg[key]
+    return inspect.signature(REGISTRY.get(module_cfg['type'])).parameters[key].default
 
 
 def describe_head(cfg) -> str:
     """'4 blocks of 64 ch', '3 blocks of 64 ch + 1 stacked conv per task': what a config's
     DynamicHead and the head convs kept after it are."""
     dy = next(n for n in cfg.model.neck if n['type'] == 'DynamicHead')
-    blocks, convs = dy.get('num_blocks', 6), cfg.model.bbox_head.get('stacked_convs', 4)
-    out = f'{blocks} block{"s" * (blocks != 1)} of {dy.get("out_channels", 256)} ch'
+    blocks, convs = _setting(dy, 'num_blocks'), _setting(cfg.model.bbox_head, 'stacked_convs')
+    out = f'{blocks} block{"s" * (blocks != 1)} of {_setting(dy, "out_channels")} ch'
     return out + (f' + {convs} stacked conv{"s" * (convs != 1)} per task' if convs else '')
-VARIANTS = ('pytorch, our kernel', "pytorch, mmcv's kernel", 'onnxruntime', 'openvino')
 
 
 def _config(path: str):

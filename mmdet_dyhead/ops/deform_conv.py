@@ -9,11 +9,12 @@ positions), but as
 
 over chunks of P output positions. mmcv's CPU kernel is a scalar loop; this
 path is vectorised and puts almost all FLOPs in a GEMM (oneDNN's on CPU: see _linear). The
-columns use mmcv's im2col order (channel-major), so the weight is the GEMM's matrix as it is,
-with no copy, forward and backward. The sampling runs in fused C++ loops (cpu_ext, built on
-first use) or, without a compiler, in torch ops. Backward recomputes the
-columns chunk by chunk instead of storing them, so peak memory stays at one
-chunk's columns (like mmcv's per-image column buffer).
+sampling runs in fused C++ loops (cpu_ext, built on first use), which work each tap's corners
+out from its position in both directions and write tap-major columns (P, K, C), against a
+(C_out, kh, kw, C) copy of the weight; without a compiler, in torch ops over corner tables,
+with mmcv's channel-major columns (P, C, K), against the weight as it is. Backward recomputes
+the columns chunk by chunk instead of storing them, so peak memory stays at one chunk's columns
+(like mmcv's per-image column buffer).
 
 Precision: fp32 and fp64 compute in their own type. bf16 data (under ``torch.autocast('cpu')``
 or a bf16 model) runs the sampling loops and the GEMMs on bf16 rows and columns, while positions,
@@ -282,25 +283,37 @@ class _TorchLoops:
 
 
 class _CppLoops:
-    """The same with the fused C++ loops (cpu_ext): each corner row read once, no big buffers."""
+    """The fused C++ loops (cpu_ext): corners and weights worked out from the tap positions, each
+    corner row read once, no tables. Columns are tap-major (rows, K, C) (see ``_kc_weight``)."""
 
     def __init__(self, ext, flat: Tensor, step: int, K: int):
         self.ext, self.flat = ext, flat
-        self.buf = flat.new_empty(step, flat.shape[1], K)
+        self.buf = flat.new_empty(step, K, flat.shape[1])
 
     def sample(self, py: Tensor, px: Tensor, m: Tensor, row_base: Tensor, hs: Tensor,
                ws: Tensor, zero_row: int) -> Tensor:
-        """Columns (rows, C, K) straight from tap positions (rows, K): no corner tables."""
+        """Columns (rows, K, C) straight from tap positions and masks (rows, K)."""
         cols = self.buf[:py.shape[0]]
         with sample_loops_range():
             self.ext.sample(self.flat, py, px, m, row_base, hs, ws, zero_row, cols)
         return cols
 
-    def backward(self, index, masked_weight, gcols, grad_flat, dots, need_cols):
-        cols = self.buf[:index.shape[0]] if need_cols else None
+    def sample_backward(self, py, px, m, row_base, hs, ws, zero_row, gcols, grad_flat,
+                        grad_py, grad_px, grad_m, need_cols: bool) -> Optional[Tensor]:
+        """Adds to grad_flat, writes grad_py / grad_px / grad_m (rows, K) (each optional) from
+        gcols (rows, K, C); returns the forward's columns (rows, K, C) again if ``need_cols``
+        (for the weight's gradient)."""
+        cols = self.buf[:py.shape[0]] if need_cols else None
         with sample_loops_range():
-            self.ext.backward(self.flat, index, masked_weight, gcols, grad_flat, dots, cols)
+            self.ext.sample_backward(self.flat, py, px, m, row_base, hs, ws, zero_row, gcols,
+                                     grad_flat, grad_py, grad_px, grad_m, cols)
         return cols
+
+
+def _kc_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """(C_out, C, kh, kw) -> (C_out, kh*kw*C): the GEMM matrix of tap-major columns (one copy of
+    the weight per call, instead of a transpose of every chunk's columns)."""
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).to(dtype)
 
 
 def _loops(flat: Tensor, step: int, K: int):
@@ -335,20 +348,17 @@ def deform_conv2d_levels_op(xs: List[Tensor], offsets: List[Tensor], masks: List
     flat = segments.flat(xs)
     py, px = segments.taps(offsets)
     m = segments.per_position(masks).view(segments.P, 1, K)
-    # a view (columns are channel-major), cast to the data's dtype (a copy only for bf16 data)
-    w2d = weight.reshape(segments.Cout, C * K).to(flat.dtype)
     bias = None if bias is None else bias.to(flat.dtype)
     loops = _loops(flat, segments.step, K)
-    # the C++ loops sample straight from the positions; the torch loops need corner tables
-    fused = isinstance(loops, _CppLoops)
-    if fused:  # rows of (P, K): contiguous (channels-last offsets give strided ones)
-        hs, ws = segments.sizes()
-        mk, py, px = m.view(segments.P, K).contiguous(), py.contiguous(), px.contiguous()
     outs = []
-    for cout, group, _ in segments.groups:
-        out = flat.new_empty(group.stop - group.start, cout)
-        w, b = w2d[:cout], None if bias is None else bias[:cout]
-        if fused:
+    if isinstance(loops, _CppLoops):  # sampled straight from the positions, tap-major columns
+        hs, ws = segments.sizes()
+        # rows of (P, K): contiguous (channels-last offsets give strided ones)
+        mk, py, px = m.view(segments.P, K).contiguous(), py.contiguous(), px.contiguous()
+        wkc = _kc_weight(weight, flat.dtype)
+        for cout, group, _ in segments.groups:
+            out = flat.new_empty(group.stop - group.start, cout)
+            w, b = wkc[:cout], None if bias is None else bias[:cout]
             for start in range(group.start, group.stop, segments.step):
                 rows = slice(start, min(start + segments.step, group.stop))
                 cols = loops.sample(py[rows], px[rows], mk[rows], segments.row_base[rows],
@@ -356,7 +366,13 @@ def deform_conv2d_levels_op(xs: List[Tensor], offsets: List[Tensor], masks: List
                 out[rows.start - group.start:rows.stop - group.start] = _linear(
                     cols.view(rows.stop - rows.start, C * K), w, b)
             outs.append(out)
-            continue
+        return outs
+    # the torch loops: corner tables, channel-major columns, so the weight is the GEMM's matrix
+    # as it is (a view; a copy only to cast it for bf16 data)
+    w2d = weight.reshape(segments.Cout, C * K).to(flat.dtype)
+    for cout, group, _ in segments.groups:
+        out = flat.new_empty(group.stop - group.start, cout)
+        w, b = w2d[:cout], None if bias is None else bias[:cout]
         for blk, bilinear in segments.blocks(group, py, px):
             masked_weight = bilinear.weight * m[blk]
             dst = out[blk.start - group.start:blk.stop - group.start]
@@ -413,46 +429,77 @@ def deform_conv2d_levels_backward_op(
     acc = acc_dtype(flat.dtype)  # bf16 data: every gradient sums in fp32
     py, px = segments.taps(offsets)
     m = segments.per_position(masks).view(P, 1, K)
-    w2d = weight.reshape(segments.Cout, C * K).to(flat.dtype)
+    loops = _loops(flat, segments.step, K)
+    fused = isinstance(loops, _CppLoops)
+    # the GEMM's weight matrix: tap-major for the C++ loops, the weight's own layout otherwise
+    wmat = (_kc_weight(weight, flat.dtype) if fused
+            else weight.reshape(segments.Cout, C * K).to(flat.dtype))
     grad_flat = torch.zeros_like(flat, dtype=acc) if need_x else None
-    grad_w2d = (w2d.new_zeros(w2d.shape, dtype=acc) if need_w and len(segments.groups) > 1
-                else None)
+    grad_wmat = (wmat.new_zeros(wmat.shape, dtype=acc) if need_w and len(segments.groups) > 1
+                 else None)
     grad_b = weight.new_zeros(segments.Cout, dtype=acc) if need_b else None
     grad_py = py.new_empty(P, K) if need_off else None
     grad_px = px.new_empty(P, K) if need_off else None
     grad_m = m.new_empty(P, K) if need_mask else None
-    loops = _loops(flat, segments.step, K)
+    if fused:
+        hs, ws = segments.sizes()
+        mk, py, px = m.view(P, K).contiguous(), py.contiguous(), px.contiguous()
     for (cout, group, _), go in zip(segments.groups, grads):
-        wg, gw_group = w2d[:cout], None
-        for blk, bilinear in segments.blocks(group, py, px, grads=need_off):
-            masked_weight = bilinear.weight * m[blk]
-            grad_out_block = go[blk.start - group.start:blk.stop - group.start]
-            dots = (bilinear.weight.new_empty(bilinear.weight.shape)
-                    if need_off or need_mask else None)
-            for chunk in segments.chunks(blk):
-                rows = chunk.stop - chunk.start
-                gcols = _linear(grad_out_block[chunk], wg.t()).view(rows, C, K)  # d loss / d cols
-                cols = loops.backward(bilinear.index[chunk], masked_weight[chunk], gcols,
-                                      grad_flat, None if dots is None else dots[chunk], need_w)
-                if need_w:  # the first chunk's product starts the sum: no zero-filled buffer
-                    gw = _linear(grad_out_block[chunk].t(), cols.view(rows, C * K).t())
-                    gw_group = gw.to(acc) if gw_group is None else gw_group.add_(gw)
-            if need_mask:
-                grad_m[blk] = (bilinear.weight * dots).sum(1)
-            if need_off:
-                grad_py[blk] = m[blk, 0] * (bilinear.dweight_y * dots).sum(1)
-                grad_px[blk] = m[blk, 0] * (bilinear.dweight_x * dots).sum(1)
+        wg, gw_group = wmat[:cout], None
+
+        def add_weight_grad(gw):  # the first chunk's product starts the sum: no zero fill
+            nonlocal gw_group
+            gw_group = gw.to(acc) if gw_group is None else gw_group.add_(gw)
+
+        if fused:
+            for start in range(group.start, group.stop, segments.step):
+                rows = slice(start, min(start + segments.step, group.stop))
+                n = rows.stop - rows.start
+                go_rows = go[rows.start - group.start:rows.stop - group.start]
+                gcols = _linear(go_rows, wg.t()).view(n, K, C)  # d loss / d cols
+                cols = loops.sample_backward(
+                    py[rows], px[rows], mk[rows], segments.row_base[rows], hs[rows], ws[rows],
+                    segments.zero_row, gcols, grad_flat,
+                    *(None if t is None else t[rows] for t in (grad_py, grad_px, grad_m)), need_w)
+                if need_w:
+                    add_weight_grad(_linear(go_rows.t(), cols.view(n, K * C).t()))
+        else:
+            for blk, bilinear in segments.blocks(group, py, px, grads=need_off):
+                masked_weight = bilinear.weight * m[blk]
+                grad_out_block = go[blk.start - group.start:blk.stop - group.start]
+                dots = (bilinear.weight.new_empty(bilinear.weight.shape)
+                        if need_off or need_mask else None)
+                for chunk in segments.chunks(blk):
+                    n = chunk.stop - chunk.start
+                    gcols = _linear(grad_out_block[chunk], wg.t()).view(n, C, K)
+                    cols = loops.backward(bilinear.index[chunk], masked_weight[chunk], gcols,
+                                          grad_flat, None if dots is None else dots[chunk],
+                                          need_w)
+                    if need_w:
+                        add_weight_grad(_linear(grad_out_block[chunk].t(),
+                                                cols.view(n, C * K).t()))
+                if need_mask:
+                    grad_m[blk] = (bilinear.weight * dots).sum(1)
+                if need_off:
+                    grad_py[blk] = m[blk, 0] * (bilinear.dweight_y * dots).sum(1)
+                    grad_px[blk] = m[blk, 0] * (bilinear.dweight_x * dots).sum(1)
         if gw_group is not None:
-            if grad_w2d is None:  # one group using every output channel
-                grad_w2d = gw_group
+            if grad_wmat is None:  # one group using every output channel
+                grad_wmat = gw_group
             else:
-                grad_w2d[:cout].add_(gw_group)
+                grad_wmat[:cout].add_(gw_group)
         if need_b:
             grad_b[:cout].add_(go.sum(0, dtype=acc))
     grad_weight = None
     if need_w:
-        grad_weight = (grad_w2d.view(weight.shape).to(weight.dtype) if grad_w2d is not None
-                       else torch.zeros_like(weight))  # no positions
+        if grad_wmat is None:  # no positions
+            grad_weight = torch.zeros_like(weight)
+        elif fused:  # (C_out, kh, kw, C) -> the weight's layout
+            Cout, _, kh, kw = weight.shape
+            grad_weight = (grad_wmat.view(Cout, kh, kw, C).permute(0, 3, 1, 2)
+                           .to(weight.dtype, memory_format=torch.contiguous_format))
+        else:
+            grad_weight = grad_wmat.view(weight.shape).to(weight.dtype)
     # a fresh empty tensor per unwanted gradient: a custom op's outputs may not alias each other
     return [t if t is not None else flat.new_empty(0)
             for t in (grad_weight, grad_b, grad_flat, grad_py, grad_px, grad_m)]

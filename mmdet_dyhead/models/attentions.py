@@ -37,6 +37,29 @@ def hard_sigmoid(x: Tensor, kind: str) -> Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
+class _GlobalAverage(torch.autograd.Function):
+    """x.mean((2, 3)) whose gradient is a broadcast view, not a map of x's size: autograd's own
+    writes a contiguous map, and adding that to x's other gradients, which are channels-last
+    (the deformable convs' layout), is a slow strided pass; a broadcast adds at full speed."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x.mean((2, 3))
+
+    @staticmethod
+    def backward(ctx, grad):
+        N, C, H, W = ctx.shape
+        return (grad / (H * W)).view(N, C, 1, 1).expand(N, C, H, W)
+
+
+def global_average(x: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C): each channel's mean over the map."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _GlobalAverage.apply(x)
+    return x.mean((2, 3))
+
+
 class ScaleAwareAttention(nn.Module):
     """pi_L: weights each level's feature by sigma(f(global average)), then averages the levels.
 
@@ -57,7 +80,7 @@ class ScaleAwareAttention(nn.Module):
     def attention(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, 1, 1, 1) weight of this level."""
         # a 1x1 conv of a pooled map is a linear layer; F.linear skips oneDNN's conv set-up
-        z = F.linear(x.mean((2, 3)), self.fc.weight.flatten(1), self.fc.bias)
+        z = F.linear(global_average(x), self.fc.weight.flatten(1), self.fc.bias)
         if self.hsigmoid == 'reference':
             z = F.relu(z)
         return hard_sigmoid(z, self.hsigmoid).view(-1, 1, 1, 1)
@@ -126,7 +149,7 @@ class TaskAwareAttention(nn.Module):
 
     def coefficients(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """(N, C, H, W) -> a1, b1, a2, b2, each (N, C, 1, 1)."""
-        z = F.relu(F.linear(x.mean((2, 3)), self.fc1.weight.flatten(1), self.fc1.bias))
+        z = F.relu(F.linear(global_average(x), self.fc1.weight.flatten(1), self.fc1.bias))
         theta = F.hardsigmoid(F.linear(z, self.fc2.weight.flatten(1), self.fc2.bias)) - 0.5
         a1, b1, a2, b2 = theta[..., None, None].split(self.channels, dim=1)
         scale = 2.0 * self.lambda_a

@@ -79,11 +79,15 @@ class ScaleAwareAttention(nn.Module):
 
     def attention(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, 1, 1, 1) weight of this level."""
+        return self.weight_of(global_average(x)).view(-1, 1, 1, 1)
+
+    def weight_of(self, mean: Tensor) -> Tensor:
+        """A level's global average (N, C) -> its weight (N, 1)."""
         # a 1x1 conv of a pooled map is a linear layer; F.linear skips oneDNN's conv set-up
-        z = F.linear(global_average(x), self.fc.weight.flatten(1), self.fc.bias)
+        z = F.linear(mean, self.fc.weight.flatten(1), self.fc.bias)
         if self.hsigmoid == 'reference':
             z = F.relu(z)
-        return hard_sigmoid(z, self.hsigmoid).view(-1, 1, 1, 1)
+        return hard_sigmoid(z, self.hsigmoid)
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         """L' maps (N, C, H, W) of one size -> their attention-weighted mean (N, C, H, W)."""
@@ -149,9 +153,13 @@ class TaskAwareAttention(nn.Module):
 
     def coefficients(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """(N, C, H, W) -> a1, b1, a2, b2, each (N, C, 1, 1)."""
-        z = F.relu(F.linear(global_average(x), self.fc1.weight.flatten(1), self.fc1.bias))
+        return tuple(t[..., None, None] for t in self.coefficients_of(global_average(x)))
+
+    def coefficients_of(self, mean: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The input's global average (N, C) -> a1, b1, a2, b2, each (N, C)."""
+        z = F.relu(F.linear(mean, self.fc1.weight.flatten(1), self.fc1.bias))
         theta = F.hardsigmoid(F.linear(z, self.fc2.weight.flatten(1), self.fc2.bias)) - 0.5
-        a1, b1, a2, b2 = theta[..., None, None].split(self.channels, dim=1)
+        a1, b1, a2, b2 = theta.split(self.channels, dim=1)
         scale = 2.0 * self.lambda_a
         return (a1 * scale + self.init_a[0], b1 + self.init_b[0],
                 a2 * scale + self.init_a[1], b2 + self.init_b[1])

@@ -7,8 +7,15 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..ops.scale_task import fusable, scale_task
 from . import options
-from .attentions import LevelMean, ScaleAwareAttention, SpatialAwareAttention, TaskAwareAttention
+from .attentions import (
+    LevelMean,
+    ScaleAwareAttention,
+    SpatialAwareAttention,
+    TaskAwareAttention,
+    global_average,
+)
 from .deform_conv_norm import stride2_size
 
 DEFAULT_NORM = dict(type='GN', num_groups=16, requires_grad=True)
@@ -47,7 +54,30 @@ class DynamicHeadBlock(nn.Module):
             nn.init.zeros_(self.spatial.offset_conv.bias)
 
     def forward(self, feats: Sequence[Tensor]) -> List[Tensor]:
-        return [self.task(self.scale(branches)) for branches in self.spatial(feats)]
+        return [self.scale_task(branches) for branches in self.spatial(feats)]
+
+    def scale_task(self, branches: Sequence[Tensor]) -> Tensor:
+        """pi_C(pi_L(branches)): one level's 1 to 3 branches (N, C, H, W) -> (N, C, H, W)."""
+        if not (isinstance(self.scale, ScaleAwareAttention)
+                and isinstance(self.task, TaskAwareAttention) and fusable(branches)
+                and not _hooked(self.scale) and not _hooked(self.task)):
+            return self.task(self.scale(branches))
+        # the same math in one pass over memory (ops.scale_task): the dynamic ReLU's input
+        # average is the weighted sum of the branches' averages, which the scale weights
+        # already needed, so the weighted sum is never written out
+        means = [global_average(b) for b in branches]  # (N, C) each
+        weights = torch.cat([self.scale.weight_of(m) for m in means], 1) / len(branches)
+        mean = sum(weights[:, i:i + 1] * m for i, m in enumerate(means))
+        return scale_task(branches, weights, *self.task.coefficients_of(mean))
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether a forward hook would see ``module`` called (e.g. the attention recorder): the fused
+    pass does not call the attention modules, so they keep their own forward then."""
+    from torch.nn.modules import module as torch_module
+    return bool(module._forward_hooks or module._forward_pre_hooks
+                or torch_module._global_forward_hooks
+                or torch_module._global_forward_pre_hooks)
 
 
 @MODELS.register_module()

@@ -1,4 +1,5 @@
-"""The C++ sampling loops of the CPU deformable conv (csrc/deform_sample.cpp), built on first use.
+"""The C++ loops of the CPU path (csrc/): the deformable conv's sampling (deform_sample.cpp) and the
+scale- and task-aware attentions' element-wise pass (scale_task.cpp), one module built on first use.
 
 Built with torch's JIT extension builder (ninja and a C++ compiler, ~20 s once per machine; the
 result is cached under ``$TORCH_EXTENSIONS_DIR`` or ~/.cache/torch_extensions). Without a
@@ -13,7 +14,8 @@ import warnings
 
 from ..utils.machine import cpuinfo_field
 
-SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', 'deform_sample.cpp')
+SOURCES = [osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', name)
+           for name in ('deform_sample.cpp', 'scale_task.cpp')]
 
 
 def enabled() -> bool:
@@ -28,12 +30,14 @@ def load():
     try:
         import torch
         from torch.utils.cpp_extension import load as build
-        with open(SOURCE, 'rb') as f:
-            src = f.read()
+        src = b''
+        for path in SOURCES:
+            with open(path, 'rb') as f:
+                src += f.read()
         # -march=native: the name carries the CPU's feature flags, so a cache shared between
         # different machines never hands one a build it cannot run
         key = hashlib.sha1(src + cpuinfo_field('flags').encode() + torch.__version__.encode()).hexdigest()
-        return build(f'mmdet_dyhead_cpu_{key[:12]}', [SOURCE],
+        return build(f'mmdet_dyhead_cpu_{key[:12]}', SOURCES,
                      extra_cflags=['-O3', '-fopenmp', '-march=native'],
                      extra_ldflags=['-fopenmp'], verbose=False)
     except Exception as e:  # no compiler, no ninja, ...

@@ -372,7 +372,10 @@ void sample_backward(const at::Tensor& flat, const at::Tensor& py, const at::Ten
 
 }  // namespace
 
+void bind_scale_task(pybind11::module_& m);  // scale_task.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  bind_scale_task(m);
   m.def("sample", &sample, "masked bilinear columns (rows, K, C) from tap positions");
   m.def("sample_backward", &sample_backward,
         "input, position and mask gradients of sample, and its columns again");

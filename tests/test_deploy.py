@@ -190,6 +190,24 @@ def test_deploy_latency_table_rows_and_ratio():
     assert lines[3].split(' | ')[3] == '-'  # no mmcv kernel in a head without deformable convs
 
 
+def test_openvino_bound_comes_from_the_exports_own_profile():
+    """On the demo models: OpenVINO's per-node profile of both exports finds DynamicHead's
+    deformable convs (and none in the stacked-conv detector), the towers' time as the difference
+    of the two heads, and the ratio (T - A + B) / T from them."""
+    from mmdet_dyhead.deploy.benchmark import benchmark, table
+    r = benchmark('demo', rounds=1, warmup=0, variants=['openvino'], bound=True)
+    b = r['openvino_bound']
+    nodes = b['node_times']
+    assert nodes['dyhead']['features'].get('DeformableConvolution', 0) > 0
+    assert 'DeformableConvolution' not in nodes['stacked']['features']
+    assert b['deformable_convs_ms'] == round(nodes['dyhead']['features']['DeformableConvolution'], 1)
+    assert b['towers_ms'] == round(sum(nodes['stacked']['bbox_head'].values())
+                                   - sum(nodes['dyhead']['bbox_head'].values()), 1)
+    t = r['rows']['4 stacked convs']['openvino']
+    assert b['ratio'] == round((t - b['towers_ms'] + b['deformable_convs_ms']) / t, 3)
+    assert f'at least {b["ratio"]:.2f}x' in table([r])
+
+
 def test_deploy_benchmark_names_the_head_its_config_builds():
     from mmdet_dyhead.deploy.benchmark import describe_head
     cfg = Config.fromfile('configs/demo/atss_r18_fpn_dyhead_16e_shapes.py')

@@ -14,6 +14,7 @@ import torch
 from ..utils.build import build_detector, num_classes_of, offsets_off_zero, synthetic_batch
 from ..utils.timing import time_predict_alternating
 from .export import export
+from .kernel_bound import describe, openvino_bound, openvino_node_times
 from .runtime import attach
 
 # (name, DynamicHead config, baseline config, H, W); {head} is filled in from the config
@@ -75,12 +76,15 @@ def _variants(config: str, h: int, w: int, tmp: str, dyhead: bool, seed: int = 0
 
 
 def benchmark(key: str, rounds: int = 5, warmup: int = 1,
-              variants: Optional[List[str]] = None) -> Dict:
+              variants: Optional[List[str]] = None, bound: bool = False) -> Dict:
     """Milliseconds (median over ``rounds``) per variant, for the DynamicHead model and its
-    stacked-conv baseline; ``variants`` limits which run."""
+    stacked-conv baseline; ``variants`` limits which run. With ``bound``, also OpenVINO's
+    per-node profile of both exports and the lowest ratio its kernels allow
+    (``kernel_bound.openvino_bound``)."""
     label, dyhead_cfg, base_cfg, h, w = MODELS[key]
     result = dict(model=label.format(head=describe_head(_config(dyhead_cfg))), size=[h, w],
                   rounds=rounds, rows={})
+    node_times = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, config, dyhead in (('DynamicHead', dyhead_cfg, True),
                                      ('4 stacked convs', base_cfg, False)):
@@ -91,12 +95,20 @@ def benchmark(key: str, rounds: int = 5, warmup: int = 1,
             times = time_predict_alternating(models, {k: data for k in models}, rounds, warmup)
             result['rows'][name] = {k: round(statistics.median(v) * 1000, 1)
                                     for k, v in times.items()}
+            if bound and 'openvino' in models:
+                node_times[name] = openvino_node_times(f'{tmp}/{name[0]}/openvino',
+                                                       data['inputs'], rounds)
+    if len(node_times) == 2:
+        result['openvino_bound'] = openvino_bound(
+            node_times['DynamicHead'], node_times['4 stacked convs'],
+            result['rows']['4 stacked convs']['openvino'])
     return result
 
 
 def table(results: List[Dict]) -> str:
     """Markdown: one row per model and head, one column per variant, and DynamicHead's latency
-    over the stacked convs' in the fastest backend."""
+    over the stacked convs' in the fastest backend; then, where measured, the lowest ratio
+    OpenVINO's kernels allow (``kernel_bound``)."""
     lines = ['| model | head | ' + ' | '.join(VARIANTS) + ' | fastest: DynamicHead / stacked |',
              '| --- ' * (len(VARIANTS) + 3) + '|']
     for r in results:
@@ -107,4 +119,8 @@ def table(results: List[Dict]) -> str:
             cells = [f'{row[v]:.1f} ms' if v in row else '-' for v in VARIANTS]
             extra = f'{ratio:.2f}x ({best})' if head == 'DynamicHead' else ''
             lines.append(f'| {r["model"]} | {head} | ' + ' | '.join(cells) + f' | {extra} |')
-    return '\n'.join(lines) + '\n'
+    text = '\n'.join(lines) + '\n'
+    for r in results:
+        if 'openvino_bound' in r:
+            text += f'\n{r["model"]}: ' + describe(r['openvino_bound']) + '\n'
+    return text

@@ -40,7 +40,7 @@ class Session:
     """One ONNX graph in a runtime: ``session(*tensors)`` -> list of tensors (CPU, fp32)."""
 
     def __init__(self, path: str, backend: str, inputs: List[str], outputs: List[str],
-                 threads: int = 0):
+                 threads: int = 0, profile: bool = False):
         rt = require(backend)
         self.backend, self.inputs, self.outputs = backend, inputs, outputs
         if backend == 'onnxruntime':
@@ -54,6 +54,8 @@ class Session:
             config = {'INFERENCE_PRECISION_HINT': 'f32'}
             if threads:
                 config['INFERENCE_NUM_THREADS'] = threads
+            if profile:  # OpenVINO's per-node times of each inference (node_times)
+                config['PERF_COUNT'] = 'YES'
             graph = core.read_model(path)
             fold_border_pads(graph)  # the same math, faster (openvino_passes.py)
             self.sess = core.compile_model(graph, 'CPU', config)
@@ -67,6 +69,14 @@ class Session:
             res = self.request.infer(arrays)
             outs = [res[o] for o in self.sess.outputs]
         return [torch.from_numpy(np.array(o)) for o in outs]
+
+    def node_times(self) -> Dict[str, float]:
+        """OpenVINO, made with ``profile=True``: milliseconds per node type in the last call."""
+        out: Dict[str, float] = {}
+        for info in self.request.profiling_info:
+            ms = info.real_time.total_seconds() * 1000
+            out[info.node_type] = out.get(info.node_type, 0.0) + ms
+        return out
 
 
 def read_meta(deploy_dir: str) -> Dict:

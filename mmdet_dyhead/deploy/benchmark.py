@@ -27,6 +27,8 @@ MODELS = {
              'mmdet::atss/atss_r50_fpn_1x_coco.py', 800, 1344),
 }
 VARIANTS = ('pytorch, our kernel', "pytorch, mmcv's kernel", 'onnxruntime', 'openvino')
+# seconds of rest before each timed call: the runtimes' spinning worker threads wind down
+PAUSE = 0.5
 
 
 def _setting(module_cfg, key: str):
@@ -92,7 +94,8 @@ def benchmark(key: str, rounds: int = 5, warmup: int = 1,
             models = {k: v for k, v in models.items() if variants is None or k in variants}
             batch = synthetic_batch(1, h, w, num_classes_of(cfg))
             data = next(iter(models.values())).data_preprocessor(batch, False)
-            times = time_predict_alternating(models, {k: data for k in models}, rounds, warmup)
+            times = time_predict_alternating(models, {k: data for k in models}, rounds, warmup,
+                                             pause=PAUSE)
             result['rows'][name] = {k: round(statistics.median(v) * 1000, 1)
                                     for k, v in times.items()}
             if bound and 'openvino' in models:

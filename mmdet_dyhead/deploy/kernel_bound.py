@@ -7,7 +7,7 @@ goes. With T the stacked-conv detector's latency, A the time its head's towers t
 towers) and B the time of the DynamicHead detector's DeformableConvolution nodes, no DynamicHead
 detector can run faster than T - A + B in OpenVINO, even if everything else DynamicHead adds
 (offset convs, GroupNorm, attentions) were free: (T - A + B) / T is the lowest latency ratio its
-kernels allow.
+kernels allow (up to the run-to-run noise of T and of the profile, which are separate runs).
 """
 import os.path as osp
 import statistics
@@ -54,7 +54,7 @@ def describe(bound: Dict) -> str:
     return (f"OpenVINO's own profile (PERF_COUNT) of the two COCO exports: the stacked head's "
             f"towers (conv, GN, ReLU) take {bound['towers_ms']:.0f} ms, DynamicHead's "
             f"DeformableConvolution nodes {bound['deformable_convs_ms']:.0f} ms. Even if "
-            f"everything else DynamicHead adds were free, its detector would take at least "
+            f"everything else DynamicHead adds were free, its detector would take about "
             f"{bound['ratio']:.2f}x the stacked-conv one in OpenVINO "
             f"({bound['stacked_latency_ms']:.0f} - {bound['towers_ms']:.0f} + "
             f"{bound['deformable_convs_ms']:.0f} ms).")

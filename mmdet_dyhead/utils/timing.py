@@ -53,14 +53,20 @@ def summarize(times: Sequence[float]) -> Tuple[float, float]:
     return statistics.median(times), q[2] - q[0]
 
 
-def time_predict_alternating(models: dict, data: dict, rounds: int, warmup: int) -> dict:
+def time_predict_alternating(models: dict, data: dict, rounds: int, warmup: int,
+                             pause: float = 0.0) -> dict:
     """Seconds of ``predict`` per round for each model on its preprocessed ``data[name]``, all
-    models alternating (each round runs every model once), so machine drift hits them alike."""
+    models alternating (each round runs every model once), so machine drift hits them alike.
+    ``pause`` seconds of sleep before each model: runtimes (onnxruntime, OpenVINO) keep their
+    worker threads spinning for a while after a call, which takes the cores from whatever runs
+    next (measured: the demo detector in PyTorch at 2.6x its time alone, right after OpenVINO)."""
     import copy
     times = {name: [] for name in models}
     with torch.no_grad():
         for r in range(warmup + rounds):
             for name, model in models.items():
+                if pause:
+                    time.sleep(pause)
                 samples = copy.deepcopy(data[name]['data_samples'])
                 t0 = time.perf_counter()
                 model.predict(data[name]['inputs'], samples)

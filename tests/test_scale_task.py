@@ -79,10 +79,14 @@ def test_a_nan_spreads_as_in_the_torch_form():
         torch.testing.assert_close(a.nan_to_num(), r.nan_to_num(), rtol=1e-10, atol=1e-10)
 
 
-def test_export_and_other_dtypes_take_the_torch_form():
+def test_other_dtypes_and_more_branches_take_the_torch_form():
     feats = [torch.randn(1, 4, 3, 3, dtype=torch.bfloat16)]
     assert not st.fusable(feats)
     assert st.fusable([f.float() for f in feats])
+    four = [torch.randn(1, 4, 3, 3) for _ in range(4)]
+    assert not st.fusable(four)  # the loops take 1 to 3 branches; the torch form takes any
+    got = st.scale_task(four, torch.rand(1, 4), *[torch.randn(1, 4) for _ in range(4)])
+    assert got.shape == (1, 4, 3, 3)
 
 
 def test_dynamic_head_equals_its_unfused_form(monkeypatch):

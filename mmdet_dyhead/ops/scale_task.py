@@ -53,6 +53,8 @@ class _ScaleTask(torch.autograd.Function):
 def fusable(feats: Sequence[Tensor]) -> bool:
     """Whether the C++ loops can take these maps: CPU, fp32/fp64, built, not being exported or
     traced (those see the torch form: one standard op per step)."""
+    if not 1 <= len(feats) <= 3:  # a level has at most 3 branches; the loops take no more
+        return False
     f0 = feats[0]
     return (f0.device.type == 'cpu' and f0.dtype in (torch.float32, torch.float64)
             and f0.dim() == 4 and all(f.shape == f0.shape and f.dtype == f0.dtype for f in feats)

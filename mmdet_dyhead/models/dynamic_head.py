@@ -5,6 +5,7 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
+from torch.nn.modules import module as torch_module
 from torch.utils.checkpoint import checkpoint
 
 from ..ops.scale_task import fusable, scale_task
@@ -74,7 +75,6 @@ class DynamicHeadBlock(nn.Module):
 def _hooked(module: nn.Module) -> bool:
     """Whether a forward hook would see ``module`` called (e.g. the attention recorder): the fused
     pass does not call the attention modules, so they keep their own forward then."""
-    from torch.nn.modules import module as torch_module
     return bool(module._forward_hooks or module._forward_pre_hooks
                 or torch_module._global_forward_hooks
                 or torch_module._global_forward_pre_hooks)

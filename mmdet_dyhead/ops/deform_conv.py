@@ -201,6 +201,19 @@ class _Segments:
                     self.row_base.new_full((self.P,), self.W))
         return self.H.view(-1), self.W.view(-1)
 
+    def sampling_rows(self, py: Tensor, px: Tensor, m: Tensor) -> Tuple[Tensor, ...]:
+        """What the C++ loops read per position, each with P rows to slice together: tap
+        positions py, px and masks (P, K), contiguous (channels-last offsets give strided ones),
+        the first input row of the position's image and its map's height and width (P,)."""
+        hs, ws = self.sizes()
+        return (py.contiguous(), px.contiguous(), m.reshape(self.P, -1).contiguous(),
+                self.row_base, hs, ws)
+
+    def steps(self, group: slice):
+        """Chunks of ``step`` positions of a group: (absolute slice, slice relative to it)."""
+        for rel in self.chunks(group):
+            yield slice(group.start + rel.start, group.start + rel.stop), rel
+
     def per_position(self, ts, inputs: Optional[range] = None) -> Tensor:
         """Maps (N, c, Ho, Wo) of ``inputs`` (default all) -> (their positions, c)."""
         inputs = inputs if inputs is not None else range(len(self.shapes))
@@ -352,19 +365,14 @@ def deform_conv2d_levels_op(xs: List[Tensor], offsets: List[Tensor], masks: List
     loops = _loops(flat, segments.step, K)
     outs = []
     if isinstance(loops, _CppLoops):  # sampled straight from the positions, tap-major columns
-        hs, ws = segments.sizes()
-        # rows of (P, K): contiguous (channels-last offsets give strided ones)
-        mk, py, px = m.view(segments.P, K).contiguous(), py.contiguous(), px.contiguous()
+        per_row = segments.sampling_rows(py, px, m)
         wkc = _kc_weight(weight, flat.dtype)
         for cout, group, _ in segments.groups:
             out = flat.new_empty(group.stop - group.start, cout)
             w, b = wkc[:cout], None if bias is None else bias[:cout]
-            for start in range(group.start, group.stop, segments.step):
-                rows = slice(start, min(start + segments.step, group.stop))
-                cols = loops.sample(py[rows], px[rows], mk[rows], segments.row_base[rows],
-                                    hs[rows], ws[rows], segments.zero_row)
-                out[rows.start - group.start:rows.stop - group.start] = _linear(
-                    cols.view(rows.stop - rows.start, C * K), w, b)
+            for rows, rel in segments.steps(group):
+                cols = loops.sample(*(t[rows] for t in per_row), segments.zero_row)
+                out[rel] = _linear(cols.view(rel.stop - rel.start, C * K), w, b)
             outs.append(out)
         return outs
     # the torch loops: corner tables, channel-major columns, so the weight is the GEMM's matrix
@@ -441,9 +449,7 @@ def deform_conv2d_levels_backward_op(
     grad_py = py.new_empty(P, K) if need_off else None
     grad_px = px.new_empty(P, K) if need_off else None
     grad_m = m.new_empty(P, K) if need_mask else None
-    if fused:
-        hs, ws = segments.sizes()
-        mk, py, px = m.view(P, K).contiguous(), py.contiguous(), px.contiguous()
+    per_row = segments.sampling_rows(py, px, m) if fused else None
     for (cout, group, _), go in zip(segments.groups, grads):
         wg, gw_group = wmat[:cout], None
 
@@ -452,17 +458,14 @@ def deform_conv2d_levels_backward_op(
             gw_group = gw.to(acc) if gw_group is None else gw_group.add_(gw)
 
         if fused:
-            for start in range(group.start, group.stop, segments.step):
-                rows = slice(start, min(start + segments.step, group.stop))
-                n = rows.stop - rows.start
-                go_rows = go[rows.start - group.start:rows.stop - group.start]
-                gcols = _linear(go_rows, wg.t()).view(n, K, C)  # d loss / d cols
+            for rows, rel in segments.steps(group):
+                n = rel.stop - rel.start
+                gcols = _linear(go[rel], wg.t()).view(n, K, C)  # d loss / d cols
                 cols = loops.sample_backward(
-                    py[rows], px[rows], mk[rows], segments.row_base[rows], hs[rows], ws[rows],
-                    segments.zero_row, gcols, grad_flat,
+                    *(t[rows] for t in per_row), segments.zero_row, gcols, grad_flat,
                     *(None if t is None else t[rows] for t in (grad_py, grad_px, grad_m)), need_w)
                 if need_w:
-                    add_weight_grad(_linear(go_rows.t(), cols.view(n, K * C).t()))
+                    add_weight_grad(_linear(go[rel].t(), cols.view(n, K * C).t()))
         else:
             for blk, bilinear in segments.blocks(group, py, px, grads=need_off):
                 masked_weight = bilinear.weight * m[blk]

@@ -30,7 +30,6 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..utils.profile import sample_loops_range
 from . import cpu_ext
 
 # Column elements per chunk (positions x channels x taps): 256 x 256 x 9 floats = 2.3 MiB of
@@ -158,10 +157,7 @@ class _Segments:
         pos = [N * Ho * Wo for N, _, _, Ho, Wo in self.shapes]
         self.pos0 = [sum(pos[:i]) for i in range(len(pos))] + [sum(pos)]
         self.P = self.pos0[-1]
-        # bf16 columns take half the bytes: twice the positions per chunk for the same cache
-        # footprint, and twice the inner size of the weight gradient's products
-        per_element = max(1, 4 // x0.element_size())
-        self.step = max(16, CHUNK_ELEMENTS * per_element // (self.K * self.C))
+        self.step = _step(self.C, self.K, x0.dtype)
         # per position: first row of its image in the flat input, and its map's size (an int
         # where all inputs have the same)
         self.row_base = torch.cat([
@@ -193,26 +189,6 @@ class _Segments:
         if len(pys) == 1:
             return pys[0], pxs[0]
         return torch.cat(pys), torch.cat(pxs)
-
-    def sizes(self) -> Tuple[Tensor, Tensor]:
-        """Each position's map height and width, (P,) int64 each."""
-        if isinstance(self.H, int):
-            return (self.row_base.new_full((self.P,), self.H),
-                    self.row_base.new_full((self.P,), self.W))
-        return self.H.view(-1), self.W.view(-1)
-
-    def sampling_rows(self, py: Tensor, px: Tensor, m: Tensor) -> Tuple[Tensor, ...]:
-        """What the C++ loops read per position, each with P rows to slice together: tap
-        positions py, px and masks (P, K), contiguous (channels-last offsets give strided ones),
-        the first input row of the position's image and its map's height and width (P,)."""
-        hs, ws = self.sizes()
-        return (py.contiguous(), px.contiguous(), m.reshape(self.P, -1).contiguous(),
-                self.row_base, hs, ws)
-
-    def steps(self, group: slice):
-        """Chunks of ``step`` positions of a group: (absolute slice, slice relative to it)."""
-        for rel in self.chunks(group):
-            yield slice(group.start + rel.start, group.start + rel.stop), rel
 
     def per_position(self, ts, inputs: Optional[range] = None) -> Tensor:
         """Maps (N, c, Ho, Wo) of ``inputs`` (default all) -> (their positions, c)."""
@@ -295,47 +271,38 @@ class _TorchLoops:
         return cols
 
 
-class _CppLoops:
-    """The fused C++ loops (cpu_ext): corners and weights worked out from the tap positions, each
-    corner row read once, no tables. Columns are tap-major (rows, K, C) (see ``_kc_weight``)."""
-
-    def __init__(self, ext, flat: Tensor, step: int, K: int):
-        self.ext, self.flat = ext, flat
-        self.buf = flat.new_empty(step, K, flat.shape[1])
-
-    def sample(self, py: Tensor, px: Tensor, m: Tensor, row_base: Tensor, hs: Tensor,
-               ws: Tensor, zero_row: int) -> Tensor:
-        """Columns (rows, K, C) straight from tap positions and masks (rows, K)."""
-        cols = self.buf[:py.shape[0]]
-        with sample_loops_range():
-            self.ext.sample(self.flat, py, px, m, row_base, hs, ws, zero_row, cols)
-        return cols
-
-    def sample_backward(self, py, px, m, row_base, hs, ws, zero_row, gcols, grad_flat,
-                        grad_py, grad_px, grad_m, need_cols: bool) -> Optional[Tensor]:
-        """Adds to grad_flat, writes grad_py / grad_px / grad_m (rows, K) (each optional) from
-        gcols (rows, K, C); returns the forward's columns (rows, K, C) again if ``need_cols``
-        (for the weight's gradient)."""
-        cols = self.buf[:py.shape[0]] if need_cols else None
-        with sample_loops_range():
-            self.ext.sample_backward(self.flat, py, px, m, row_base, hs, ws, zero_row, gcols,
-                                     grad_flat, grad_py, grad_px, grad_m, cols)
-        return cols
-
-
 def _kc_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
     """(C_out, C, kh, kw) -> (C_out, kh*kw*C): the GEMM matrix of tap-major columns (one copy of
     the weight per call, instead of a transpose of every chunk's columns)."""
     return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).to(dtype)
 
 
-def _loops(flat: Tensor, step: int, K: int):
-    if (USE_CPU_EXT and flat.device.type == 'cpu'
-            and flat.dtype in (torch.float32, torch.float64, torch.bfloat16)):
-        ext = cpu_ext.load()
-        if ext is not None:
-            return _CppLoops(ext, flat, step, K)
-    return _TorchLoops(flat, step, K)
+def _step(C: int, K: int, dtype: torch.dtype) -> int:
+    """Positions per chunk: CHUNK_ELEMENTS column elements. bf16 columns take half the bytes:
+    twice the positions for the same cache footprint, and twice the inner size of the weight
+    gradient's products."""
+    per_element = max(1, 4 // torch.empty(0, dtype=dtype).element_size())
+    return max(16, CHUNK_ELEMENTS * per_element // (K * C))
+
+
+def _cpp(x: Tensor):
+    """The C++ conv (cpu_ext: sampling loops and GEMMs in one call per direction) for x's
+    device and dtype, or None: the torch loops run instead."""
+    if (USE_CPU_EXT and x.device.type == 'cpu'
+            and x.dtype in (torch.float32, torch.float64, torch.bfloat16)):
+        return cpu_ext.load()
+    return None
+
+
+def _cpp_args(xs, weight: Tensor, stride, padding, dilation, out_channels):
+    """What cpu_ext's forward_levels / backward_levels take besides data: channels-last inputs,
+    the tap-major weight matrix, the geometry, the groups (end, cout) and the chunk size."""
+    runs = _runs(out_channels)
+    C, kh, kw = int(xs[0].shape[1]), int(weight.shape[2]), int(weight.shape[3])
+    return ([x.contiguous(memory_format=torch.channels_last) for x in xs],
+            _kc_weight(weight, xs[0].dtype), [kh, kw, *stride, *padding, *dilation],
+            [r.stop for r in runs], [int(out_channels[r.start]) for r in runs],
+            _step(C, kh * kw, xs[0].dtype))
 
 
 # The registered ops: ``mmdet_dyhead::deform_conv2d_levels`` and its backward. They return one
@@ -356,25 +323,19 @@ def deform_conv2d_levels_op(xs: List[Tensor], offsets: List[Tensor], masks: List
                             out_channels: List[int]) -> List[Tensor]:
     """Output rows (P_g, cout_g) of each group of inputs; see ``modulated_deform_conv2d_levels``."""
     stride, padding, dilation = _conf(stride, padding, dilation)
+    ext = _cpp(xs[0])
+    if ext is not None:  # sampling and GEMMs in C++, straight from the positions
+        xs_cl, wkc, conf, ends, couts, step = _cpp_args(xs, weight, stride, padding, dilation,
+                                                        out_channels)
+        return ext.forward_levels(xs_cl, offsets, masks, wkc, bias, conf, ends, couts, step)
     segments = _Segments(xs, offsets, weight, out_channels, stride, padding, dilation)
     K, C = segments.K, segments.C
     flat = segments.flat(xs)
     py, px = segments.taps(offsets)
     m = segments.per_position(masks).view(segments.P, 1, K)
     bias = None if bias is None else bias.to(flat.dtype)
-    loops = _loops(flat, segments.step, K)
+    loops = _TorchLoops(flat, segments.step, K)
     outs = []
-    if isinstance(loops, _CppLoops):  # sampled straight from the positions, tap-major columns
-        per_row = segments.sampling_rows(py, px, m)
-        wkc = _kc_weight(weight, flat.dtype)
-        for cout, group, _ in segments.groups:
-            out = flat.new_empty(group.stop - group.start, cout)
-            w, b = wkc[:cout], None if bias is None else bias[:cout]
-            for rows, rel in segments.steps(group):
-                cols = loops.sample(*(t[rows] for t in per_row), segments.zero_row)
-                out[rel] = _linear(cols.view(rel.stop - rel.start, C * K), w, b)
-            outs.append(out)
-        return outs
     # the torch loops: corner tables, channel-major columns, so the weight is the GEMM's matrix
     # as it is (a view; a copy only to cast it for bf16 data)
     w2d = weight.reshape(segments.Cout, C * K).to(flat.dtype)
@@ -422,105 +383,109 @@ def deform_conv2d_levels_backward_op(
         grads: List[Tensor], xs: List[Tensor], offsets: List[Tensor], masks: List[Tensor],
         weight: Tensor, stride: List[int], padding: List[int], dilation: List[int],
         out_channels: List[int], needs: List[bool]) -> List[Tensor]:
-    """Gradients as flat arrays, [weight, bias, input rows, dy, dx, mask] (an empty tensor where
-    ``needs`` = [weight, bias, x, offset, mask] says none is wanted):
+    """Gradients [weight, bias, x_0 .. x_n-1, offset_0 .. offset_n-1, mask_0 .. mask_n-1] (an
+    empty tensor for each that ``needs`` = [weight, bias, x, offset, mask] does not ask for):
 
-        weight (C_out, C_in, kh, kw); bias (C_out,); input rows (sum of N*H*W + 1, C_in), channels
-        last, one row per pixel of every input (the last row belongs to no input); dy, dx and mask
-        (P, K), one row per output position of every input.
+        weight (C_out, C_in, kh, kw) in its dtype; bias (C_out,); per input, x (N, C_in, H, W),
+        offset (N, 2K, Ho, Wo) and mask (N, K, Ho, Wo), channels-last; all but the weight in the
+        arithmetic's type (fp32 for bf16 data).
     """
     stride, padding, dilation = _conf(stride, padding, dilation)
     need_w, need_b, need_x, need_off, need_mask = needs
+    acc = acc_dtype(xs[0].dtype)  # bf16 data: every gradient sums in fp32
+    ext = _cpp(xs[0])
+    if ext is not None:
+        xs_cl, wkc, conf, ends, couts, step = _cpp_args(xs, weight, stride, padding, dilation,
+                                                        out_channels)
+        grad_wmat, *per_input = ext.backward_levels(grads, xs_cl, offsets, masks, wkc, conf,
+                                                    ends, couts, step,
+                                                    [need_w, need_x, need_off, need_mask])
+        grad_weight = grad_wmat
+        if need_w:  # (C_out, kh*kw*C) -> the weight's layout
+            Cout, C, kh, kw = weight.shape
+            grad_weight = (grad_wmat.view(Cout, kh, kw, C).permute(0, 3, 1, 2)
+                           .to(weight.dtype, memory_format=torch.contiguous_format))
+    else:
+        grad_weight, per_input = _torch_backward(grads, xs, offsets, masks, weight, stride,
+                                                 padding, dilation, out_channels, needs)
+    grad_b = weight.new_zeros(weight.shape[0], dtype=acc) if need_b else weight.new_empty(0)
+    if need_b:
+        for run, go in zip(_runs(out_channels), grads):
+            grad_b[:out_channels[run.start]].add_(go.sum(0, dtype=acc))
+    return [grad_weight, grad_b, *per_input]
+
+
+def _torch_backward(grads, xs, offsets, masks, weight, stride, padding, dilation, out_channels,
+                    needs):
+    """The backward op's gradients of the weight and of each input, offset and mask, with the
+    torch loops (corner tables, channel-major columns)."""
+    need_w, _, need_x, need_off, need_mask = needs
     segments = _Segments(xs, offsets, weight, out_channels, stride, padding, dilation)
     C, K, P = segments.C, segments.K, segments.P
     flat = segments.flat(xs)
-    acc = acc_dtype(flat.dtype)  # bf16 data: every gradient sums in fp32
+    acc = acc_dtype(flat.dtype)
     py, px = segments.taps(offsets)
     m = segments.per_position(masks).view(P, 1, K)
-    loops = _loops(flat, segments.step, K)
-    fused = isinstance(loops, _CppLoops)
-    # the GEMM's weight matrix: tap-major for the C++ loops, the weight's own layout otherwise
-    wmat = (_kc_weight(weight, flat.dtype) if fused
-            else weight.reshape(segments.Cout, C * K).to(flat.dtype))
+    loops = _TorchLoops(flat, segments.step, K)
+    wmat = weight.reshape(segments.Cout, C * K).to(flat.dtype)
     grad_flat = torch.zeros_like(flat, dtype=acc) if need_x else None
-    grad_wmat = (wmat.new_zeros(wmat.shape, dtype=acc) if need_w and len(segments.groups) > 1
-                 else None)
-    grad_b = weight.new_zeros(segments.Cout, dtype=acc) if need_b else None
+    grad_wmat = wmat.new_zeros(wmat.shape, dtype=acc) if need_w else None
     grad_py = py.new_empty(P, K) if need_off else None
     grad_px = px.new_empty(P, K) if need_off else None
     grad_m = m.new_empty(P, K) if need_mask else None
-    per_row = segments.sampling_rows(py, px, m) if fused else None
     for (cout, group, _), go in zip(segments.groups, grads):
-        wg, gw_group = wmat[:cout], None
-
-        def add_weight_grad(gw):  # the first chunk's product starts the sum: no zero fill
-            nonlocal gw_group
-            gw_group = gw.to(acc) if gw_group is None else gw_group.add_(gw)
-
-        if fused:
-            for rows, rel in segments.steps(group):
-                n = rel.stop - rel.start
-                gcols = _linear(go[rel], wg.t()).view(n, K, C)  # d loss / d cols
-                cols = loops.sample_backward(
-                    *(t[rows] for t in per_row), segments.zero_row, gcols, grad_flat,
-                    *(None if t is None else t[rows] for t in (grad_py, grad_px, grad_m)), need_w)
+        wg = wmat[:cout]
+        for blk, bilinear in segments.blocks(group, py, px, grads=need_off):
+            masked_weight = bilinear.weight * m[blk]
+            grad_out_block = go[blk.start - group.start:blk.stop - group.start]
+            dots = (bilinear.weight.new_empty(bilinear.weight.shape)
+                    if need_off or need_mask else None)
+            for chunk in segments.chunks(blk):
+                n = chunk.stop - chunk.start
+                gcols = _linear(grad_out_block[chunk], wg.t()).view(n, C, K)
+                cols = loops.backward(bilinear.index[chunk], masked_weight[chunk], gcols,
+                                      grad_flat, None if dots is None else dots[chunk], need_w)
                 if need_w:
-                    add_weight_grad(_linear(go[rel].t(), cols.view(n, K * C).t()))
-        else:
-            for blk, bilinear in segments.blocks(group, py, px, grads=need_off):
-                masked_weight = bilinear.weight * m[blk]
-                grad_out_block = go[blk.start - group.start:blk.stop - group.start]
-                dots = (bilinear.weight.new_empty(bilinear.weight.shape)
-                        if need_off or need_mask else None)
-                for chunk in segments.chunks(blk):
-                    n = chunk.stop - chunk.start
-                    gcols = _linear(grad_out_block[chunk], wg.t()).view(n, C, K)
-                    cols = loops.backward(bilinear.index[chunk], masked_weight[chunk], gcols,
-                                          grad_flat, None if dots is None else dots[chunk],
-                                          need_w)
-                    if need_w:
-                        add_weight_grad(_linear(grad_out_block[chunk].t(),
-                                                cols.view(n, C * K).t()))
-                if need_mask:
-                    grad_m[blk] = (bilinear.weight * dots).sum(1)
-                if need_off:
-                    grad_py[blk] = m[blk, 0] * (bilinear.dweight_y * dots).sum(1)
-                    grad_px[blk] = m[blk, 0] * (bilinear.dweight_x * dots).sum(1)
-        if gw_group is not None:
-            if grad_wmat is None:  # one group using every output channel
-                grad_wmat = gw_group
-            else:
-                grad_wmat[:cout].add_(gw_group)
-        if need_b:
-            grad_b[:cout].add_(go.sum(0, dtype=acc))
-    grad_weight = None
-    if need_w:
-        if grad_wmat is None:  # no positions
-            grad_weight = torch.zeros_like(weight)
-        elif fused:  # (C_out, kh, kw, C) -> the weight's layout
-            Cout, _, kh, kw = weight.shape
-            grad_weight = (grad_wmat.view(Cout, kh, kw, C).permute(0, 3, 1, 2)
-                           .to(weight.dtype, memory_format=torch.contiguous_format))
-        else:
-            grad_weight = grad_wmat.view(weight.shape).to(weight.dtype)
-    # a fresh empty tensor per unwanted gradient: a custom op's outputs may not alias each other
-    return [t if t is not None else flat.new_empty(0)
-            for t in (grad_weight, grad_b, grad_flat, grad_py, grad_px, grad_m)]
+                    grad_wmat[:cout].add_(_linear(grad_out_block[chunk].t(),
+                                                  cols.view(n, C * K).t()))
+            if need_mask:
+                grad_m[blk] = (bilinear.weight * dots).sum(1)
+            if need_off:
+                grad_py[blk] = m[blk, 0] * (bilinear.dweight_y * dots).sum(1)
+                grad_px[blk] = m[blk, 0] * (bilinear.dweight_x * dots).sum(1)
+    grad_weight = (grad_wmat.view(weight.shape).to(weight.dtype) if need_w
+                   else flat.new_empty(0, dtype=acc))
+    # per input, as the C++ conv gives them: channels-last maps, each its own tensor (a custom
+    # op's outputs may not alias each other)
+    gxs, goffs, gmasks = [], [], []
+    cl = torch.channels_last
+    for (N, H, W, Ho, Wo), r0, p0, p1 in zip(segments.shapes, segments.row0, segments.pos0,
+                                             segments.pos0[1:]):
+        gxs.append(grad_flat[r0:r0 + N * H * W].view(N, H, W, C).permute(0, 3, 1, 2)
+                   .clone(memory_format=cl) if need_x else flat.new_empty(0, dtype=acc))
+        goffs.append(torch.stack([grad_py[p0:p1], grad_px[p0:p1]], dim=-1)
+                     .view(N, Ho, Wo, 2 * K).permute(0, 3, 1, 2) if need_off
+                     else flat.new_empty(0, dtype=acc))
+        gmasks.append(grad_m[p0:p1].view(N, Ho, Wo, K).permute(0, 3, 1, 2)
+                      .clone(memory_format=cl) if need_mask else flat.new_empty(0, dtype=acc))
+    return grad_weight, gxs + goffs + gmasks
 
 
 @deform_conv2d_levels_backward_op.register_fake
 def _(grads, xs, offsets, masks, weight, stride, padding, dilation, out_channels, needs):
-    C, K = xs[0].shape[1], weight.shape[2] * weight.shape[3]
-    rows = sum(x.shape[0] * x.shape[2] * x.shape[3] for x in xs) + 1
-    P = sum(_positions(x, o) for x, o in zip(xs, offsets))
     need_w, need_b, need_x, need_off, need_mask = needs
     acc = acc_dtype(xs[0].dtype)
-    shapes = [weight.shape if need_w else None, (weight.shape[0],) if need_b else None,
-              (rows, C) if need_x else None, *[(P, K) if need_off else None] * 2,
-              (P, K) if need_mask else None]
-    dtypes = [weight.dtype, acc, acc, offsets[0].dtype, offsets[0].dtype, masks[0].dtype]
-    return [xs[0].new_empty(shape if shape is not None else (0,), dtype=dtype if shape else None)
-            for shape, dtype in zip(shapes, dtypes)]
+    K = weight.shape[2] * weight.shape[3]
+
+    def maps(sizes, wanted):  # channels-last maps, or empty
+        return [torch.empty(size, dtype=acc, device=xs[0].device,
+                            memory_format=torch.channels_last) if wanted
+                else xs[0].new_empty(0, dtype=acc) for size in sizes]
+    return [weight.new_empty(weight.shape) if need_w else xs[0].new_empty(0, dtype=acc),
+            weight.new_empty(weight.shape[0], dtype=acc) if need_b else weight.new_empty(0),
+            *maps([x.shape for x in xs], need_x),
+            *maps([o.shape for o in offsets], need_off),
+            *maps([(o.shape[0], K, *o.shape[2:]) for o in offsets], need_mask)]
 
 
 def _setup_context(ctx, inputs, output):
@@ -538,25 +503,14 @@ def _backward(ctx, grads):
     xs, offsets, masks = tensors[:n], tensors[n:2 * n], tensors[2 * n:]
     stride, padding, dilation, couts = ctx.conf
     grads = [g.contiguous() for g in grads]  # one row per output position, as the ops read them
-    grad_w, grad_b, grad_flat, grad_py, grad_px, grad_m = deform_conv2d_levels_backward_op(
+    grad_w, grad_b, *per_input = deform_conv2d_levels_backward_op(
         grads, list(xs), list(offsets), list(masks), weight, stride, padding, dilation,
         couts, ctx.needs)
     need_w, need_b, need_x, need_off, need_mask = ctx.needs
-    gxs, goffs, gmasks = [None] * n, [None] * n, [None] * n
-    row0 = pos0 = 0
-    K = weight.shape[2] * weight.shape[3]
-    for i, (x, off) in enumerate(zip(xs, offsets)):
-        N, C, H, W = x.shape
-        Ho, Wo = off.shape[2:]
-        rows, pos = N * H * W, N * Ho * Wo
-        if need_x:  # a channels-last view: no copy of x's size (but for bf16 x: fp32 sums)
-            gxs[i] = grad_flat[row0:row0 + rows].view(N, H, W, C).permute(0, 3, 1, 2).to(x.dtype)
-        if need_off:
-            go = torch.stack([grad_py[pos0:pos0 + pos], grad_px[pos0:pos0 + pos]], dim=-1)
-            goffs[i] = go.view(N, Ho, Wo, 2 * K).permute(0, 3, 1, 2).contiguous()
-        if need_mask:
-            gmasks[i] = grad_m[pos0:pos0 + pos].view(N, Ho, Wo, K).permute(0, 3, 1, 2).contiguous()
-        row0, pos0 = row0 + rows, pos0 + pos
+    gxs = ([g.to(x.dtype) for g, x in zip(per_input[:n], xs)] if need_x  # bf16 x: fp32 sums
+           else [None] * n)
+    goffs = per_input[n:2 * n] if need_off else [None] * n
+    gmasks = per_input[2 * n:] if need_mask else [None] * n
     return (gxs, goffs, gmasks, grad_w if need_w else None,
             grad_b.to(weight.dtype) if ctx.has_bias and need_b else None, None, None, None, None)
 

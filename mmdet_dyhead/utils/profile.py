@@ -2,16 +2,14 @@
 into one category (``tools/profile_neck.py`` is the command line).
 
 Inside the deformable conv (its registered forward and backward ops) the categories are its
-GEMMs, its C++ sampling loops (the ``mmdet_dyhead::sample_loops`` range around each call) and the
-rest (tap positions, bilinear weights, indexing, copies); outside it, GroupNorm, the other convs
+GEMMs, its C++ sampling loops (the ``mmdet_dyhead::gemm`` and ``mmdet_dyhead::sample_loops``
+ranges the C++ conv records around each) and the rest (tap positions, bilinear weights,
+indexing, copies); outside it, GroupNorm, the other convs
 (DynamicHead's offset convs, the towers' 3x3 convs), resizes, copies and layout changes, and the
 attentions' remaining element-wise math and pooling. The backward is attributed through the
 autograd node that runs each op (``NativeGroupNormBackward0`` -> GroupNorm, ...).
 """
-import contextlib
 from typing import Callable, Dict, Iterable, List, Optional
-
-import torch
 
 DCN_OPS = ('mmdet_dyhead::deform_conv2d_levels', 'mmdet_dyhead::deform_conv2d_levels_backward')
 LOOPS = 'mmdet_dyhead::sample_loops'
@@ -19,7 +17,7 @@ CATEGORIES = ('deformable conv: GEMM', 'deformable conv: sampling loops',
               'deformable conv: positions, weights, indexing', 'GroupNorm',
               'other convs (offsets / stacked)', 'resize (bilinear)',
               'copies and layout', 'attentions: element-wise and pooling')
-_GEMM = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::matmul', 'aten::linear',
+_GEMM = ('mmdet_dyhead::gemm', 'aten::mm', 'aten::addmm', 'aten::bmm', 'aten::matmul', 'aten::linear',
          'aten::mkldnn_linear', 'aten::_mkldnn_linear', 'mkldnn::', 'aten::baddbmm')
 _COPY = ('aten::copy_', 'aten::contiguous', 'aten::clone', 'aten::cat', 'aten::to',
          'aten::_to_copy', 'aten::stack', 'aten::empty', 'aten::zeros', 'aten::zero_',
@@ -94,10 +92,3 @@ def profile(step: Callable[[], None], rounds: int = 1) -> Dict[str, float]:
         out[category(e.name, ancestors)] += e.self_cpu_time_total / 1000 / rounds
     out['total'] = sum(out[c] for c in CATEGORIES)
     return out
-
-
-def sample_loops_range():
-    """The profiler range around each call of the C++ sampling loops (none when not profiling)."""
-    if torch.autograd.profiler._is_profiler_enabled:
-        return torch.profiler.record_function(LOOPS)
-    return contextlib.nullcontext()

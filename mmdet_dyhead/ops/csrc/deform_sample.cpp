@@ -1,22 +1,26 @@
-// Fused bilinear sampling for mmdet_dyhead's CPU modulated deformable conv (deform_conv.py).
+// The CPU modulated deformable conv of mmdet_dyhead (deform_conv.py) as one C++ call per
+// direction: sampling loops and GEMMs, chunk by chunk, over every input (pyramid level) of a conv.
 //
-// The pure-torch path gathers the 4 corners of every tap into a (rows, 4, K, C) buffer and
-// then blends them, and in backward multiplies and scatters another buffer of that size:
-// memory-bound passes that cost more than the GEMM next to them. These loops read each corner
-// row once and write nothing but the result.
+// Forward, per chunk of output positions: the loops write the chunk's columns (rows, K, C),
+// tap-major, each tap's C channels one contiguous row (the weight is laid out (C_out, kh, kw, C)
+// to match); one GEMM writes the chunk's output rows in place. Backward, per chunk: a GEMM gives
+// d loss / d columns; the loops add the input gradient, work out the offset and mask gradients
+// and write the columns again; a GEMM adds the chunk's share of the weight gradient in place.
+// No (rows, 4, K) tables and no flat copy of the inputs: each tap's corners, weights and
+// derivatives come from its position in the loop, read from the inputs, offsets and masks
+// where they lie (inputs channels-last; offsets and masks in any layout).
 //
-// Both directions work the taps' corners and weights out in the loop from the positions: no
-// (rows, 4, K) tables are built. Layouts (all contiguous): flat (R, C) input rows, channels
-// last, last row zero; positions and masks (rows, K); cols / gcols (rows, K, C), tap-major, so
-// each tap's channels are one contiguous row that the loops read and write without a transpose
-// (the caller lays the weight out as (C_out, kh, kw, C) to match).
+// The loops read each corner row once and write nothing but the result. The GEMMs are oneDNN's
+// (the library torch's convs use; torch.mm's MKL runs at under half its rate on some AMD CPUs),
+// writing into the output and adding into the weight gradient without a copy or a second pass.
 //
-// Types: T is the data's (flat, cols, gcols), A the arithmetic's (positions, weights,
-// grad_flat, every blend and sum). fp32 and fp64 compute in their own type; bf16 data (CPU
+// Types: T is the data's (inputs, columns), A the arithmetic's (positions, weights, input
+// gradients, every blend and sum). fp32 and fp64 compute in their own type; bf16 data (CPU
 // autocast) is widened to fp32 on load and rounded to nearest-even once on store, so only the
 // stored columns and inputs carry bf16's rounding, never a running sum.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <cmath>
@@ -127,22 +131,25 @@ inline float dot_row<uint16_t, float>(const uint16_t* __restrict__ f, const floa
 
 #endif
 
+
 // One tap's bilinear sampling, worked out from its position as _Bilinear does in torch (the
-// same operations in the same order, so the same bits): the 4 corner rows (the zero row where a
-// corner is outside the map), their unmasked weights and, for the backward, the weights'
-// derivatives with respect to y and x. A tap outside (-1, H) x (-1, W), or at a NaN position,
-// samples nothing and gets no gradient, as in mmcv (and no NaN is cast to an integer).
-template <typename A>
+// same operations in the same order, so the same bits): the 4 corner pixels (-1 where a corner
+// is outside the map, whose row then reads as zeros), their unmasked weights and, with Grads,
+// the weights' derivatives with respect to y and x. A tap outside (-1, H) x (-1, W), or at a
+// NaN position, samples nothing and gets no gradient, as in mmcv (and no NaN is cast to an
+// integer).
+template <typename A, bool Grads>
 struct Tap {
-  int64_t idx[4];
+  int64_t pix[4];
   A w[4], dy[4], dx[4];
   bool inside;
 
-  Tap(A y, A x, int64_t H, int64_t W, int64_t base, int64_t zero_row) {
+  Tap(A y, A x, int64_t H, int64_t W) {
     inside = y > -1 && y < H && x > -1 && x < W;
     for (int q = 0; q < 4; ++q) {
-      idx[q] = zero_row;
-      w[q] = dy[q] = dx[q] = 0;
+      pix[q] = -1;
+      w[q] = 0;
+      if (Grads) dy[q] = dx[q] = 0;
     }
     if (!inside) return;
     const A y0f = std::floor(y), x0f = std::floor(x);
@@ -150,66 +157,119 @@ struct Tap {
     const int64_t y0 = static_cast<int64_t>(y0f), x0 = static_cast<int64_t>(x0f);
     const bool vy0 = y0 >= 0 && y0 < H, vy1 = y0 >= -1 && y0 < H - 1;
     const bool vx0 = x0 >= 0 && x0 < W, vx1 = x0 >= -1 && x0 < W - 1;
-    const int64_t i00 = base + y0 * W + x0;
-    if (vy0 && vx0) idx[0] = i00;
-    if (vy0 && vx1) idx[1] = i00 + 1;
-    if (vy1 && vx0) idx[2] = i00 + W;
-    if (vy1 && vx1) idx[3] = i00 + W + 1;
+    const int64_t p00 = y0 * W + x0;
+    if (vy0 && vx0) pix[0] = p00;
+    if (vy0 && vx1) pix[1] = p00 + 1;
+    if (vy1 && vx0) pix[2] = p00 + W;
+    if (vy1 && vx1) pix[3] = p00 + W + 1;
     w[0] = hy * hx;
     w[1] = hy * lx;
     w[2] = ly * hx;
     w[3] = ly * lx;
-    dy[0] = -hx, dy[1] = -lx, dy[2] = hx, dy[3] = lx;
-    dx[0] = -hy, dx[1] = hy, dx[2] = -ly, dx[3] = ly;
+    if (Grads) {
+      dy[0] = -hx, dy[1] = -lx, dy[2] = hx, dy[3] = lx;
+      dx[0] = -hy, dx[1] = hy, dx[2] = -ly, dx[3] = ly;
+    }
   }
 };
 
-// The forward straight from the sampling positions, no (rows, 4, K) tables:
-//   py, px, m (rows, K): tap positions and masks; row_base (rows,): the first input row of the
-//   position's image; hs, ws (rows,): its map's size; zero_row: the all-zero input row;
-//   cols (rows, K, C): tap-major columns, each tap's C channels one contiguous row.
+// The conv's geometry: channels C, taps K = kh * kw, stride, padding, dilation.
+struct Conf {
+  int64_t C, K, kw, sh, sw, ph, pw, dh, dw;
+};
+
+// One input of a group: its map, offsets and masks, where its positions lie in the group's
+// rows, and (backward) where its gradients go. x and grad_x are (N, H, W, C); offsets
+// (N, 2K, Ho, Wo) and masks (N, K, Ho, Wo) are read through their strides; grad_off
+// (N, Ho, Wo, 2K) and grad_mask (N, Ho, Wo, K).
 template <typename T, typename A>
-void sample_kernel(const T* __restrict__ flat, const A* __restrict__ py, const A* __restrict__ px,
-                   const A* __restrict__ m, const int64_t* __restrict__ row_base,
-                   const int64_t* __restrict__ hs, const int64_t* __restrict__ ws,
-                   int64_t zero_row, T* __restrict__ cols, int64_t rows, int64_t K, int64_t C) {
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+struct Input {
+  const T* x;
+  int64_t H, W, Ho, Wo, first, end;  // [first, end): its rows in the group
+  const A* off;
+  int64_t os[4];
+  const A* mask;
+  int64_t ms[4];
+  A* grad_x = nullptr;
+  A* grad_off = nullptr;
+  A* grad_mask = nullptr;
+};
+
+// A row of a group: its input, image n and output pixel (ho, wo).
+struct Position {
+  int64_t n, ho, wo;
+};
+
+template <typename T, typename A>
+inline Position locate(const Input<T, A>& in, int64_t r) {
+  const int64_t q = r - in.first, plane = in.Ho * in.Wo, hw = q % plane;
+  return {q / plane, hw / in.Wo, hw % in.Wo};
+}
+
+// tap k of row p: its position (y, x) in the input map and its mask, as _taps computes them
+// ((base + offset) in the offsets' type, so floor() agrees with mmcv at integer positions)
+template <typename T, typename A>
+inline void tap_position(const Input<T, A>& in, const Conf& cf, const Position& p, int64_t k,
+                         A& y, A& x, A& mk) {
+  const int64_t ki = k / cf.kw, kj = k % cf.kw;
+  const A* o = in.off + p.n * in.os[0] + p.ho * in.os[2] + p.wo * in.os[3];
+  y = static_cast<A>(p.ho * cf.sh - cf.ph + ki * cf.dh) + o[2 * k * in.os[1]];
+  x = static_cast<A>(p.wo * cf.sw - cf.pw + kj * cf.dw) + o[(2 * k + 1) * in.os[1]];
+  mk = in.mask[p.n * in.ms[0] + k * in.ms[1] + p.ho * in.ms[2] + p.wo * in.ms[3]];
+}
+
+// the input whose rows hold row r, searched from l on (rows are visited in ascending order)
+template <typename T, typename A>
+inline size_t input_of(const std::vector<Input<T, A>>& ins, int64_t r, size_t l) {
+  while (r >= ins[l].end) ++l;
+  return l;
+}
+
+// Columns (r1 - r0, K, C) of rows [r0, r1) of a group, each tap's masked bilinear sample.
+template <typename T, typename A>
+void sample_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf, const T* zeros,
+                  int64_t r0, int64_t r1, T* __restrict__ cols) {
+  RECORD_FUNCTION("mmdet_dyhead::sample_loops", std::vector<c10::IValue>());
+  const int64_t C = cf.C, K = cf.K;
+  at::parallel_for(r0, r1, 1, [&](int64_t begin, int64_t end) {
+    size_t l = input_of(ins, begin, 0);
     for (int64_t r = begin; r < end; ++r) {
+      l = input_of(ins, r, l);
+      const Input<T, A>& in = ins[l];
+      const Position p = locate(in, r);
+      const T* image = in.x + p.n * in.H * in.W * C;
       for (int64_t k = 0; k < K; ++k) {
-        const int64_t j = r * K + k;
-        const Tap<A> t(py[j], px[j], hs[r], ws[r], row_base[r], zero_row);
-        const A mk = m[j];
+        A y, x, mk;
+        tap_position(in, cf, p, k, y, x, mk);
+        const Tap<A, false> t(y, x, in.H, in.W);
+        const T* c[4];
+        for (int q = 0; q < 4; ++q) c[q] = t.pix[q] >= 0 ? image + t.pix[q] * C : zeros;
         // outside, the weights are 0 * mask: a NaN mask spreads as in mmcv
-        blend4_row<T, A>(cols + j * C, flat + t.idx[0] * C, flat + t.idx[1] * C,
-                         flat + t.idx[2] * C, flat + t.idx[3] * C, t.w[0] * mk, t.w[1] * mk,
-                         t.w[2] * mk, t.w[3] * mk, C);
+        blend4_row<T, A>(cols + ((r - r0) * K + k) * C, c[0], c[1], c[2], c[3], t.w[0] * mk,
+                         t.w[1] * mk, t.w[2] * mk, t.w[3] * mk, C);
       }
     }
   });
 }
 
-// The backward of sample_kernel for a chunk of rows, one read of each corner row for all:
-//   grad_flat[corner] += mask * w * gcols[r, k, :]                    (optional)
-//   grad_m[r, k] = sum_q w_q <flat[corner_q], gcols[r, k, :]>          (optional)
-//   grad_py/px[r, k] = mask * sum_q dw_q/dy|dx <flat[corner_q], gcols[r, k, :]>   (optional)
+// The backward of sample_chunk for rows [r0, r1), one read of each corner row for all:
+//   grad_x[corner] += mask * w * gcols[r, k, :]                       (if the inputs have grad_x)
+//   grad_mask[r, k] = sum_q w_q <x[corner_q], gcols[r, k, :]>          (if they have grad_mask)
+//   grad_off[r, 2k | 2k+1] = mask * sum_q dw_q/dy|dx <x[corner_q], gcols[r, k, :]>   (grad_off)
 //   cols[r, k, :] = the forward's columns, for the weight's gradient   (optional)
 // gcols (rows, K, C) is d loss / d cols. Taps of different positions hit the same input rows, so
 // threads split the channels, not the taps: no two threads ever add to the same element. Each
 // keeps partial sums of its channels for the three per-tap gradients; they are added after.
 template <typename T, typename A>
-void sample_backward_kernel(const T* __restrict__ flat, const A* __restrict__ py,
-                            const A* __restrict__ px, const A* __restrict__ m,
-                            const int64_t* __restrict__ row_base, const int64_t* __restrict__ hs,
-                            const int64_t* __restrict__ ws, int64_t zero_row,
-                            const T* __restrict__ gcols, A* __restrict__ grad_flat,
-                            A* __restrict__ grad_py, A* __restrict__ grad_px,
-                            A* __restrict__ grad_m, T* __restrict__ cols, int64_t rows, int64_t K,
-                            int64_t C) {
-  const int64_t n = rows * K, lanes = 16;
+void sample_backward_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf,
+                           const T* zeros, int64_t r0, int64_t r1, const T* __restrict__ gcols,
+                           bool need_x, bool need_off, bool need_mask, T* __restrict__ cols) {
+  RECORD_FUNCTION("mmdet_dyhead::sample_loops", std::vector<c10::IValue>());
+  const int64_t C = cf.C, K = cf.K, rows = r1 - r0, n = rows * K, lanes = 16;
   const int64_t slices = std::max<int64_t>(
       1, std::min<int64_t>(at::get_num_threads(), (C + lanes - 1) / lanes));
   const int64_t width = ((C + slices - 1) / slices + lanes - 1) / lanes * lanes;
-  const bool need_dots = grad_py || grad_m;
+  const bool need_dots = need_off || need_mask;
   std::vector<A> partial(need_dots ? slices * n * 3 : 0);  // (slice, tap, [m, y, x])
   at::parallel_for(0, slices, 1, [&](int64_t sb, int64_t se) {
     std::vector<A> wide(width);  // a bf16 gradient row widened to fp32
@@ -217,11 +277,19 @@ void sample_backward_kernel(const T* __restrict__ flat, const A* __restrict__ py
       const int64_t c0 = s * width, c1 = std::min(C, c0 + width), cw = c1 - c0;
       if (cw <= 0) continue;
       A* pd = need_dots ? partial.data() + s * n * 3 : nullptr;
-      for (int64_t r = 0; r < rows; ++r) {
+      size_t l = input_of(ins, r0, 0);
+      for (int64_t r = r0; r < r1; ++r) {
+        l = input_of(ins, r, l);
+        const Input<T, A>& in = ins[l];
+        const Position p = locate(in, r);
+        const int64_t image_row = p.n * in.H * in.W;
+        const T* image = in.x + image_row * C + c0;
+        A* grad_image = need_x ? in.grad_x + image_row * C + c0 : nullptr;
         for (int64_t k = 0; k < K; ++k) {
-          const int64_t j = r * K + k;
-          const Tap<A> t(py[j], px[j], hs[r], ws[r], row_base[r], zero_row);
-          const A mk = m[j];
+          const int64_t j = (r - r0) * K + k;
+          A y, x, mk;
+          tap_position(in, cf, p, k, y, x, mk);
+          const Tap<A, true> t(y, x, in.H, in.W);
           const T* g_src = gcols + j * C + c0;
           const A* __restrict__ g;
           if constexpr (std::is_same<T, A>::value) {
@@ -231,16 +299,20 @@ void sample_backward_kernel(const T* __restrict__ flat, const A* __restrict__ py
             g = wide.data();
           }
           A d[4] = {0, 0, 0, 0};
+          const T* c[4];
           for (int q = 0; q < 4; ++q) {
-            const int64_t row = t.idx[q];
-            const T* __restrict__ f = flat + row * C + c0;
-            if (grad_flat && t.inside) {
-              A* __restrict__ gf = grad_flat + row * C + c0;
+            if (t.pix[q] < 0) {
+              c[q] = zeros;
+              continue;
+            }
+            c[q] = image + t.pix[q] * C;
+            if (grad_image) {
+              A* __restrict__ gf = grad_image + t.pix[q] * C;
               const A w = t.w[q] * mk;
 #pragma omp simd
               for (int64_t i = 0; i < cw; ++i) gf[i] += w * g[i];
             }
-            if (pd && row != zero_row) d[q] = dot_row<T, A>(f, g, cw);
+            if (pd) d[q] = dot_row<T, A>(c[q], g, cw);
           }
           if (pd) {
             pd[j * 3] = t.w[0] * d[0] + t.w[1] * d[1] + t.w[2] * d[2] + t.w[3] * d[3];
@@ -248,33 +320,90 @@ void sample_backward_kernel(const T* __restrict__ flat, const A* __restrict__ py
             pd[j * 3 + 2] = t.dx[0] * d[0] + t.dx[1] * d[1] + t.dx[2] * d[2] + t.dx[3] * d[3];
           }
           if (cols)
-            blend4_row<T, A>(cols + j * C + c0, flat + t.idx[0] * C + c0,
-                             flat + t.idx[1] * C + c0, flat + t.idx[2] * C + c0,
-                             flat + t.idx[3] * C + c0, t.w[0] * mk, t.w[1] * mk, t.w[2] * mk,
-                             t.w[3] * mk, cw);
+            blend4_row<T, A>(cols + j * C + c0, c[0], c[1], c[2], c[3], t.w[0] * mk,
+                             t.w[1] * mk, t.w[2] * mk, t.w[3] * mk, cw);
         }
       }
     }
   });
   if (!need_dots) return;
-  for (int64_t j = 0; j < n; ++j) {
-    A sm = 0, sy = 0, sx = 0;
-    for (int64_t s = 0; s < slices; ++s) {
-      const A* p = partial.data() + (s * n + j) * 3;
-      sm += p[0], sy += p[1], sx += p[2];
+  size_t l = input_of(ins, r0, 0);
+  for (int64_t r = r0; r < r1; ++r) {
+    l = input_of(ins, r, l);
+    const Input<T, A>& in = ins[l];
+    const Position p = locate(in, r);
+    const int64_t pixel = (p.n * in.Ho + p.ho) * in.Wo + p.wo;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t j = (r - r0) * K + k;
+      A sm = 0, sy = 0, sx = 0;
+      for (int64_t s = 0; s < slices; ++s) {
+        const A* q = partial.data() + (s * n + j) * 3;
+        sm += q[0], sy += q[1], sx += q[2];
+      }
+      if (need_mask) in.grad_mask[pixel * K + k] = sm;
+      if (need_off) {
+        A y, x, mk;
+        tap_position(in, cf, p, k, y, x, mk);
+        in.grad_off[pixel * 2 * K + 2 * k] = mk * sy;
+        in.grad_off[pixel * 2 * K + 2 * k + 1] = mk * sx;
+      }
     }
-    if (grad_m) grad_m[j] = sm;
-    if (grad_py) {
-      grad_py[j] = m[j] * sy;
-      grad_px[j] = m[j] * sx;
+  }
+}
+
+}  // namespace
+
+namespace at {
+namespace native {
+// oneDNN's matmul as torch's own addmm calls it for bf16 (ATen/native/mkldnn/Matmul.h, not
+// among the installed headers): result = beta * result + alpha * mat1 @ mat2, written in place;
+// mat1 and mat2 contiguous or transposed. Weak: where a torch build lacks it, it is null and
+// the GEMMs go through at::mm.
+__attribute__((weak)) void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2,
+                                         const at::Tensor& result, float beta, float alpha);
+}  // namespace native
+}  // namespace at
+
+namespace {
+
+// whether oneDNN's matmul is there and right (checked once, on fixed values: no RNG drawn)
+bool onednn_ok() {
+  static const bool ok = [] {
+    if (!at::native::mkldnn_matmul) return false;
+    try {
+      const auto a = at::arange(35, at::kFloat).view({5, 7}).sin_();
+      const auto b = at::arange(21, at::kFloat).view({3, 7}).cos_();
+      auto out = at::full({5, 3}, 1.0f);
+      at::native::mkldnn_matmul(a, b.t(), out, 1.0f, 1.0f);
+      const auto ref = at::mm(a.to(at::kDouble), b.to(at::kDouble).t()) + 1.0;
+      return at::allclose(out.to(at::kDouble), ref, 1e-5, 1e-5);
+    } catch (...) {
+      return false;
     }
+  }();
+  return ok;
+}
+
+// out = a @ b, or out += a @ b (add), in place; out may be of a wider type than a and b (a bf16
+// product summed into fp32)
+void gemm(const at::Tensor& a, const at::Tensor& b, at::Tensor out, bool add) {
+  RECORD_FUNCTION("mmdet_dyhead::gemm", std::vector<c10::IValue>());
+  if (out.scalar_type() == at::kFloat && a.scalar_type() == at::kFloat && onednn_ok()) {
+    at::native::mkldnn_matmul(a, b, out, add ? 1.0f : 0.0f, 1.0f);
+  } else if (out.scalar_type() != a.scalar_type()) {
+    if (add) out.add_(at::mm(a, b));
+    else out.copy_(at::mm(a, b));
+  } else if (add) {
+    out.addmm_(a, b);
+  } else {
+    at::mm_out(out, a, b);
   }
 }
 
 // the arithmetic's type of a data type: bf16 computes in fp32
 at::ScalarType acc_type(at::ScalarType t) { return t == at::kBFloat16 ? at::kFloat : t; }
 
-// calls f(T*-typed zero, A*-typed zero) for flat's (data, arithmetic) types
+// calls f(T*-typed null, A*-typed null) for the data's (data, arithmetic) types
 template <typename F>
 void dispatch(at::ScalarType t, F f) {
   if (t == at::kFloat) f(static_cast<float*>(nullptr), static_cast<float*>(nullptr));
@@ -285,89 +414,185 @@ void dispatch(at::ScalarType t, F f) {
 template <typename T>
 T* ptr(const at::Tensor& t) { return static_cast<T*>(t.data_ptr()); }
 
-void check_positions(const at::Tensor& flat, const at::Tensor& py, const at::Tensor& px,
-                     const at::Tensor& m, const at::Tensor& row_base, const at::Tensor& hs,
-                     const at::Tensor& ws, int64_t zero_row) {
-  TORCH_CHECK(flat.dim() == 2 && flat.is_contiguous(), "flat must be contiguous (R, C)");
-  TORCH_CHECK(flat.scalar_type() == at::kFloat || flat.scalar_type() == at::kDouble ||
-                  flat.scalar_type() == at::kBFloat16,
-              "flat must be float32, float64 or bfloat16, got ", flat.scalar_type());
-  const auto acc = acc_type(flat.scalar_type());
-  const int64_t rows = py.size(0), K = py.size(1);
-  for (const auto* t : {&py, &px, &m}) {
-    TORCH_CHECK(t->dim() == 2 && t->size(0) == rows && t->size(1) == K && t->is_contiguous() &&
-                    t->scalar_type() == acc,
-                "positions and masks must be contiguous (rows, K) in flat's arithmetic type");
+// The conv as the Python side hands it over: inputs (N, C, H, W) channels-last; offsets
+// (N, 2K, Ho, Wo) and masks (N, K, Ho, Wo) in the arithmetic's type, any layout; conf =
+// (kh, kw, stride h, w, padding h, w, dilation h, w); the groups as their end (one past their
+// last input) and their output channels.
+struct Problem {
+  Conf cf;
+  std::vector<int64_t> ends, couts, group_rows;
+  at::ScalarType dtype;
+
+  Problem(const std::vector<at::Tensor>& xs, const std::vector<at::Tensor>& offsets,
+          const std::vector<at::Tensor>& masks, const at::Tensor& wkc,
+          const std::vector<int64_t>& conf, std::vector<int64_t> ends_,
+          std::vector<int64_t> couts_)
+      : ends(std::move(ends_)), couts(std::move(couts_)) {
+    TORCH_CHECK(!xs.empty() && xs.size() == offsets.size() && xs.size() == masks.size(),
+                "as many inputs, offsets and masks, at least one");
+    TORCH_CHECK(conf.size() == 8, "conf is (kh, kw, sh, sw, ph, pw, dh, dw)");
+    TORCH_CHECK(ends.size() == couts.size() && !ends.empty() &&
+                    ends.back() == static_cast<int64_t>(xs.size()),
+                "groups must cover the inputs");
+    dtype = xs[0].scalar_type();
+    TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16,
+                "inputs must be float32, float64 or bfloat16, got ", dtype);
+    const int64_t C = xs[0].size(1), K = conf[0] * conf[1];
+    cf = {C, K, conf[1], conf[2], conf[3], conf[4], conf[5], conf[6], conf[7]};
+    TORCH_CHECK(wkc.dim() == 2 && wkc.size(1) == K * C && wkc.is_contiguous() &&
+                    wkc.scalar_type() == dtype,
+                "weight must be a contiguous (C_out, kh*kw*C) matrix of the inputs' dtype");
+    const auto acc = acc_type(dtype);
+    for (size_t i = 0; i < xs.size(); ++i) {
+      const auto& x = xs[i];
+      TORCH_CHECK(x.dim() == 4 && x.size(1) == C && x.scalar_type() == dtype &&
+                      x.is_contiguous(at::MemoryFormat::ChannelsLast),
+                  "inputs must be channels-last (N, C, H, W) of one dtype and C");
+      const auto& o = offsets[i];
+      const auto& m = masks[i];
+      TORCH_CHECK(o.dim() == 4 && o.size(0) == x.size(0) && o.size(1) == 2 * K &&
+                      o.scalar_type() == acc,
+                  "offsets must be (N, 2K, Ho, Wo) in the arithmetic's type");
+      TORCH_CHECK(m.dim() == 4 && m.size(0) == x.size(0) && m.size(1) == K &&
+                      m.size(2) == o.size(2) && m.size(3) == o.size(3) && m.scalar_type() == acc,
+                  "masks must be (N, K, Ho, Wo) like the offsets");
+    }
+    int64_t start = 0;
+    for (size_t g = 0; g < ends.size(); ++g) {
+      TORCH_CHECK(ends[g] > start && couts[g] > 0 && couts[g] <= wkc.size(0), "bad groups");
+      int64_t rows = 0;
+      for (int64_t i = start; i < ends[g]; ++i)
+        rows += offsets[i].size(0) * offsets[i].size(2) * offsets[i].size(3);
+      group_rows.push_back(rows);
+      start = ends[g];
+    }
   }
-  for (const auto* t : {&row_base, &hs, &ws}) {
-    TORCH_CHECK(t->dim() == 1 && t->size(0) == rows && t->is_contiguous() &&
-                    t->scalar_type() == at::kLong,
-                "row_base, hs and ws must be contiguous int64 (rows,)");
+
+  template <typename T, typename A>
+  std::vector<Input<T, A>> inputs(int64_t g, const std::vector<at::Tensor>& xs,
+                                  const std::vector<at::Tensor>& offsets,
+                                  const std::vector<at::Tensor>& masks) const {
+    std::vector<Input<T, A>> ins;
+    int64_t first = 0;
+    for (int64_t i = g ? ends[g - 1] : 0; i < ends[g]; ++i) {
+      const auto &x = xs[i], &o = offsets[i], &m = masks[i];
+      Input<T, A> in;
+      in.x = ptr<T>(x);
+      in.H = x.size(2), in.W = x.size(3), in.Ho = o.size(2), in.Wo = o.size(3);
+      in.first = first;
+      in.end = first + x.size(0) * in.Ho * in.Wo;
+      in.off = ptr<A>(o);
+      in.mask = ptr<A>(m);
+      for (int d = 0; d < 4; ++d) in.os[d] = o.stride(d), in.ms[d] = m.stride(d);
+      first = in.end;
+      ins.push_back(in);
+    }
+    return ins;
   }
-  TORCH_CHECK(zero_row >= 0 && zero_row < flat.size(0), "zero_row outside flat");
-}
+};
 
-void check_columns(const at::Tensor& flat, const at::Tensor& py, const at::Tensor& cols,
-                   const char* what) {
-  TORCH_CHECK(cols.dim() == 3 && cols.size(0) == py.size(0) && cols.size(1) == py.size(1) &&
-                  cols.size(2) == flat.size(1) && cols.is_contiguous() &&
-                  cols.scalar_type() == flat.scalar_type(),
-              what, " must be contiguous (rows, K, C) of flat's dtype");
-}
-
-void check_per_tap(const at::Tensor& flat, const at::Tensor& py, const at::Tensor& t) {
-  TORCH_CHECK(t.sizes() == py.sizes() && t.is_contiguous() &&
-                  t.scalar_type() == acc_type(flat.scalar_type()),
-              "per-tap gradients must be contiguous (rows, K) in flat's arithmetic type");
-}
-
-template <typename T>
-T* opt(const c10::optional<at::Tensor>& t) { return t ? ptr<T>(*t) : nullptr; }
-
-// cols (rows, K, C) from tap positions: sample_kernel
-void sample(const at::Tensor& flat, const at::Tensor& py, const at::Tensor& px,
-            const at::Tensor& m, const at::Tensor& row_base, const at::Tensor& hs,
-            const at::Tensor& ws, int64_t zero_row, at::Tensor cols) {
-  check_positions(flat, py, px, m, row_base, hs, ws, zero_row);
-  check_columns(flat, py, cols, "columns");
-  dispatch(flat.scalar_type(), [&](auto* t, auto* a) {
+// One output (P_g, cout_g) per group: its rows are its inputs' output positions (N, Ho, Wo)
+// one input after the other. Chunks of `step` rows: columns, then one GEMM into the output.
+std::vector<at::Tensor> forward_levels(const std::vector<at::Tensor>& xs,
+                                       const std::vector<at::Tensor>& offsets,
+                                       const std::vector<at::Tensor>& masks,
+                                       const at::Tensor& wkc,
+                                       const c10::optional<at::Tensor>& bias,
+                                       const std::vector<int64_t>& conf,
+                                       const std::vector<int64_t>& ends,
+                                       const std::vector<int64_t>& couts, int64_t step) {
+  const Problem pb(xs, offsets, masks, wkc, conf, ends, couts);
+  const int64_t C = pb.cf.C, K = pb.cf.K;
+  std::vector<at::Tensor> outs;
+  at::Tensor cols = at::empty({step, K * C}, xs[0].options());
+  dispatch(pb.dtype, [&](auto* t, auto* a) {
     using T = std::remove_pointer_t<decltype(t)>;
     using A = std::remove_pointer_t<decltype(a)>;
-    sample_kernel<T, A>(ptr<T>(flat), ptr<A>(py), ptr<A>(px), ptr<A>(m),
-                        row_base.data_ptr<int64_t>(), hs.data_ptr<int64_t>(),
-                        ws.data_ptr<int64_t>(), zero_row, ptr<T>(cols), py.size(0), py.size(1),
-                        flat.size(1));
+    const std::vector<T> zeros(C, T(0));
+    for (size_t g = 0; g < ends.size(); ++g) {
+      const auto ins = pb.inputs<T, A>(g, xs, offsets, masks);
+      const int64_t rows = pb.group_rows[g], cout = couts[g];
+      at::Tensor out = at::empty({rows, cout}, xs[0].options());
+      if (bias) out.copy_(bias->narrow(0, 0, cout).to(out.scalar_type()).expand({rows, cout}));
+      const at::Tensor w = wkc.narrow(0, 0, cout).t();  // (K*C, cout), a transposed view
+      for (int64_t r0 = 0; r0 < rows; r0 += step) {
+        const int64_t r1 = std::min(rows, r0 + step);
+        sample_chunk<T, A>(ins, pb.cf, zeros.data(), r0, r1, ptr<T>(cols));
+        gemm(cols.narrow(0, 0, r1 - r0), w, out.narrow(0, r0, r1 - r0), bias.has_value());
+      }
+      outs.push_back(out);
+    }
   });
+  return outs;
 }
 
-// sample_backward_kernel; every output optional (grad_py and grad_px together)
-void sample_backward(const at::Tensor& flat, const at::Tensor& py, const at::Tensor& px,
-                     const at::Tensor& m, const at::Tensor& row_base, const at::Tensor& hs,
-                     const at::Tensor& ws, int64_t zero_row, const at::Tensor& gcols,
-                     c10::optional<at::Tensor> grad_flat, c10::optional<at::Tensor> grad_py,
-                     c10::optional<at::Tensor> grad_px, c10::optional<at::Tensor> grad_m,
-                     c10::optional<at::Tensor> cols) {
-  check_positions(flat, py, px, m, row_base, hs, ws, zero_row);
-  check_columns(flat, py, gcols, "gcols");
-  if (cols) check_columns(flat, py, *cols, "columns");
-  if (grad_flat) {
-    TORCH_CHECK(grad_flat->sizes() == flat.sizes() && grad_flat->is_contiguous() &&
-                    grad_flat->scalar_type() == acc_type(flat.scalar_type()),
-                "grad_flat must match flat, in its arithmetic type (fp32 for bf16)");
+// Gradients of forward_levels from each group's output gradient (P_g, cout_g), contiguous:
+// [weight (C_out, kh*kw*C) matrix, then per input: x (N, C, H, W), offsets (N, 2K, Ho, Wo),
+// masks (N, K, Ho, Wo), each channels-last], all in the arithmetic's type; an empty tensor for
+// each gradient that `needs` (weight, x, offsets, masks) does not ask for.
+std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
+                                        const std::vector<at::Tensor>& xs,
+                                        const std::vector<at::Tensor>& offsets,
+                                        const std::vector<at::Tensor>& masks,
+                                        const at::Tensor& wkc, const std::vector<int64_t>& conf,
+                                        const std::vector<int64_t>& ends,
+                                        const std::vector<int64_t>& couts, int64_t step,
+                                        const std::vector<bool>& needs) {
+  const Problem pb(xs, offsets, masks, wkc, conf, ends, couts);
+  TORCH_CHECK(needs.size() == 4, "needs is (weight, x, offsets, masks)");
+  TORCH_CHECK(grads.size() == ends.size(), "one output gradient per group");
+  const bool need_w = needs[0], need_x = needs[1], need_off = needs[2], need_mask = needs[3];
+  const int64_t C = pb.cf.C, K = pb.cf.K, n = static_cast<int64_t>(xs.size());
+  const auto acc = acc_type(pb.dtype);
+  const auto acc_opts = xs[0].options().dtype(acc);
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  // a fresh empty tensor per unwanted gradient: a custom op's outputs may not alias each other
+  const auto none = [&] { return at::empty({0}, acc_opts); };
+  at::Tensor grad_w = need_w ? at::zeros(wkc.sizes(), acc_opts) : none();
+  std::vector<at::Tensor> gx, goff, gmask;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto &x = xs[i], &o = offsets[i];
+    gx.push_back(need_x ? at::empty(x.sizes(), acc_opts.memory_format(cl)).zero_() : none());
+    goff.push_back(need_off ? at::empty(o.sizes(), acc_opts.memory_format(cl)) : none());
+    gmask.push_back(need_mask
+                        ? at::empty({o.size(0), K, o.size(2), o.size(3)}, acc_opts.memory_format(cl))
+                        : none());
   }
-  TORCH_CHECK(grad_py.has_value() == grad_px.has_value(), "grad_py and grad_px go together");
-  for (const auto* t : {&grad_py, &grad_px, &grad_m})
-    if (*t) check_per_tap(flat, py, **t);
-  dispatch(flat.scalar_type(), [&](auto* t, auto* a) {
+  at::Tensor gcols = at::empty({step, K * C}, xs[0].options());
+  at::Tensor cols = need_w ? at::empty({step, K * C}, xs[0].options()) : none();
+  dispatch(pb.dtype, [&](auto* t, auto* a) {
     using T = std::remove_pointer_t<decltype(t)>;
     using A = std::remove_pointer_t<decltype(a)>;
-    sample_backward_kernel<T, A>(ptr<T>(flat), ptr<A>(py), ptr<A>(px), ptr<A>(m),
-                                 row_base.data_ptr<int64_t>(), hs.data_ptr<int64_t>(),
-                                 ws.data_ptr<int64_t>(), zero_row, ptr<T>(gcols),
-                                 opt<A>(grad_flat), opt<A>(grad_py), opt<A>(grad_px),
-                                 opt<A>(grad_m), opt<T>(cols), py.size(0), py.size(1),
-                                 flat.size(1));
+    const std::vector<T> zeros(C, T(0));
+    for (size_t g = 0; g < ends.size(); ++g) {
+      auto ins = pb.inputs<T, A>(g, xs, offsets, masks);
+      for (size_t j = 0; j < ins.size(); ++j) {
+        const int64_t i = (g ? ends[g - 1] : 0) + static_cast<int64_t>(j);
+        if (need_x) ins[j].grad_x = ptr<A>(gx[i]);
+        if (need_off) ins[j].grad_off = ptr<A>(goff[i]);
+        if (need_mask) ins[j].grad_mask = ptr<A>(gmask[i]);
+      }
+      const int64_t rows = pb.group_rows[g], cout = couts[g];
+      const at::Tensor& go = grads[g];
+      TORCH_CHECK(go.dim() == 2 && go.size(0) == rows && go.size(1) == cout &&
+                      go.is_contiguous() && go.scalar_type() == pb.dtype,
+                  "output gradient ", g, " must be contiguous (", rows, ", ", cout, ")");
+      const at::Tensor w = wkc.narrow(0, 0, cout);  // (cout, K*C)
+      at::Tensor gw = need_w ? grad_w.narrow(0, 0, cout) : at::Tensor();
+      for (int64_t r0 = 0; r0 < rows; r0 += step) {
+        const int64_t r1 = std::min(rows, r0 + step), m = r1 - r0;
+        const at::Tensor go_chunk = go.narrow(0, r0, m);
+        gemm(go_chunk, w, gcols.narrow(0, 0, m), false);  // d loss / d columns
+        if (need_x || need_off || need_mask || need_w)
+          sample_backward_chunk<T, A>(ins, pb.cf, zeros.data(), r0, r1, ptr<T>(gcols), need_x,
+                                      need_off, need_mask, need_w ? ptr<T>(cols) : nullptr);
+        if (need_w) gemm(go_chunk.t(), cols.narrow(0, 0, m), gw, true);
+      }
+    }
   });
+  std::vector<at::Tensor> out{grad_w};
+  for (const auto* v : {&gx, &goff, &gmask}) out.insert(out.end(), v->begin(), v->end());
+  return out;
 }
 
 }  // namespace
@@ -376,7 +601,8 @@ void bind_scale_task(pybind11::module_& m);  // scale_task.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   bind_scale_task(m);
-  m.def("sample", &sample, "masked bilinear columns (rows, K, C) from tap positions");
-  m.def("sample_backward", &sample_backward,
-        "input, position and mask gradients of sample, and its columns again");
+  m.def("forward_levels", &forward_levels,
+        "modulated deformable conv over several inputs: output rows of each group");
+  m.def("backward_levels", &backward_levels,
+        "gradients of forward_levels: weight matrix, inputs, offsets, masks");
 }

@@ -121,30 +121,37 @@ def test_shape_errors_name_the_problem():
 
 
 @pytest.mark.parametrize('stride', [1, 2])
-def test_levels_in_one_call_equal_separate_calls(stride):
+@pytest.mark.parametrize('couts,dtype', [([3, 6, 6, 6], torch.float64),
+                                         ([3, 6, 6, 6], torch.float32),
+                                         ([6, 3, 3, 2], torch.float32),
+                                         ([2, 4, 4, 4], torch.float32)])
+def test_levels_in_one_call_equal_separate_calls(stride, couts, dtype):
     """Inputs of different sizes (odd ones), some using only the weight's first channels, in one
-    call: each output and every gradient equals its own call."""
+    call: each output and every gradient equals its own call. The groups' weight-gradient rows
+    are written by the first product that reaches them and added to after (growing, shrinking,
+    some rows never reached)."""
     torch.manual_seed(0)
-    sizes, couts = [(9, 7), (5, 4), (3, 2), (1, 1)], [3, 6, 6, 6]
-    w = (torch.randn(6, 5, 3, 3, dtype=torch.float64) * 0.1).requires_grad_()
-    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    sizes = [(9, 7), (5, 4), (3, 2), (1, 1)]
+    tol = 1e-9 if dtype == torch.float64 else 1e-5
+    w = (torch.randn(6, 5, 3, 3, dtype=dtype) * 0.1).requires_grad_()
+    b = torch.randn(6, dtype=dtype, requires_grad=True)
     xs, offs, masks = [], [], []
     for h, wd in sizes:
         ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
-        xs.append(torch.randn(2, 5, h, wd, dtype=torch.float64, requires_grad=True))
-        offs.append((torch.randn(2, 18, ho, wo, dtype=torch.float64) * 1.5).requires_grad_())
-        masks.append(torch.rand(2, 9, ho, wo, dtype=torch.float64, requires_grad=True))
+        xs.append(torch.randn(2, 5, h, wd, dtype=dtype, requires_grad=True))
+        offs.append((torch.randn(2, 18, ho, wo, dtype=dtype) * 1.5).requires_grad_())
+        masks.append(torch.rand(2, 9, ho, wo, dtype=dtype, requires_grad=True))
     leaves = [w, b, *xs, *offs, *masks]
     got = modulated_deform_conv2d_levels(xs, offs, masks, w, b, stride, 1, 1, couts)
     ref = [modulated_deform_conv2d(x, o, m, w[:c], b[:c], stride, 1, 1)
            for x, o, m, c in zip(xs, offs, masks, couts)]
     gs = [torch.randn_like(r) for r in ref]
     for g_, r in zip(got, ref):
-        torch.testing.assert_close(g_, r, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(g_, r, rtol=tol, atol=tol)
     grads = torch.autograd.grad(got, leaves, gs)
     ref_grads = torch.autograd.grad(ref, leaves, gs)
     for i, (a, r) in enumerate(zip(grads, ref_grads)):
-        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-9, msg=f'gradient {i}')
+        torch.testing.assert_close(a, r, rtol=tol, atol=tol, msg=f'gradient {i}')
 
 
 def test_levels_argument_errors_name_the_problem():
@@ -303,3 +310,26 @@ def test_channels_last_offsets_and_masks_give_the_same_output():
     out = modulated_deform_conv2d(x.to(memory_format=cl), off.to(memory_format=cl),
                                   mask.to(memory_format=cl), w, b, 1, 1, 1)
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_tap_major_weight_is_the_gemm_matrix_without_a_copy():
+    """A weight stored tap-major (as the spatial-aware attention passes its stacked convs) is
+    the C++ conv's GEMM matrix as a view; its gradient comes back in the same memory order, and
+    outputs and gradients equal those of the same weight stored contiguously."""
+    from mmdet_dyhead.models.deform_conv_norm import tap_major
+    torch.manual_seed(0)
+    w = torch.randn(4, 5, 3, 3, dtype=torch.float64)
+    wt = tap_major(w)
+    assert wt.shape == w.shape and torch.equal(wt, w)
+    assert deform_conv._kc_weight(wt, wt.dtype).data_ptr() == wt.data_ptr()
+    x, off, mask = _case(2, 5, 4, 6, 7, 1, 1.5)[:3]
+    outs, grads = [], []
+    for weight in (w, wt):
+        weight = weight.detach().requires_grad_()
+        out = modulated_deform_conv2d(x, off, mask, weight, None, 1, 1)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.sum(), [x, off, mask, weight]))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+

@@ -27,6 +27,7 @@ from .deform_conv_norm import (
     split_norm,
     stacked_weights,
     stride2_size,
+    tap_major,
 )
 
 
@@ -256,8 +257,9 @@ class SpatialAwareAttention(nn.Module):
     def _levels_batched(self, feats, offs, masks, fine_offs, fine_masks):
         """Our kernel, each branch over all levels in one call (one GEMM over all positions)."""
         num_levels, cout = len(feats), self.same.conv.out_channels
-        weight, bias = (stacked_weights(self.same, self.coarser) if num_levels > 1
-                        else (self.same.conv.weight, self.same.conv.bias))
+        convs = [self.same.conv] + ([self.coarser.conv] if num_levels > 1 else [])
+        weight = tap_major(*(c.weight for c in convs))
+        bias = None if convs[0].bias is None else torch.cat([c.bias for c in convs])
         outputs = modulated_deform_conv2d_levels(feats, offs, masks, weight, bias, 1, 1, 1,
                                                  [cout] + [2 * cout] * (num_levels - 1))
         same = [self.same.norm(outputs[0])] + [None] * (num_levels - 1)
@@ -268,7 +270,8 @@ class SpatialAwareAttention(nn.Module):
         if num_levels > 1:
             conv = self.finer.conv
             finer_outputs = modulated_deform_conv2d_levels(
-                feats[:-1], fine_offs[1:], fine_masks[1:], conv.weight, conv.bias, 2, 1, 1)
+                feats[:-1], fine_offs[1:], fine_masks[1:], tap_major(conv.weight), conv.bias, 2,
+                1, 1)
             finer[1:] = [self.finer.norm(y) for y in finer_outputs]
         return same, coarser, finer
 

@@ -80,6 +80,14 @@ def stacked_weights(a: DeformConvNorm, b: DeformConvNorm) -> Tuple[Tensor, Optio
     return torch.cat([a.conv.weight, b.conv.weight]), bias
 
 
+def tap_major(*weights: Tensor) -> Tensor:
+    """(C_out_i, C_in, kh, kw) weights stacked along C_out, stored in (C_out, kh, kw, C_in) order:
+    the shape is the usual one, the strides channels-last. Our C++ conv multiplies tap-major
+    columns by this order, which is then a view instead of a copy per call (forward and
+    backward); made here it is one copy, with the stacking."""
+    return torch.cat([w.permute(0, 2, 3, 1) for w in weights]).permute(0, 3, 1, 2)
+
+
 def split_norm(y: Tensor, a: DeformConvNorm, b: DeformConvNorm) -> Tuple[Tensor, Tensor]:
     """A stacked conv's (N, 2 C_out, H, W) output -> ``(a.norm(first half), b.norm(second))``."""
     if torch.onnx.is_in_onnx_export() and _stackable_norms(a.norm, b.norm):

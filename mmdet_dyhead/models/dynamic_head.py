@@ -195,6 +195,11 @@ class DynamicHead(BaseModule):
 
     def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
         feats = self.check_inputs(inputs)
+        if feats[0].device.type == 'cpu' and not (torch.onnx.is_in_onnx_export()
+                                                   or torch.jit.is_tracing()):
+            # our CPU kernels read channels-last maps (and make the blocks' outputs so): convert
+            # once here rather than in each conv of the first block, forward and backward
+            feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
         for block in self.blocks:
             if self.with_cp and torch.is_grad_enabled():
                 feats = checkpoint(block, feats, use_reentrant=False)

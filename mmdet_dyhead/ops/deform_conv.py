@@ -272,8 +272,9 @@ class _TorchLoops:
 
 
 def _kc_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
-    """(C_out, C, kh, kw) -> (C_out, kh*kw*C): the GEMM matrix of tap-major columns (one copy of
-    the weight per call, instead of a transpose of every chunk's columns)."""
+    """(C_out, C, kh, kw) -> (C_out, kh*kw*C): the GEMM matrix of tap-major columns. A view for a
+    weight stored tap-major (``models.deform_conv_norm.tap_major``), else one copy per call
+    (instead of a transpose of every chunk's columns)."""
     return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).to(dtype)
 
 
@@ -386,7 +387,8 @@ def deform_conv2d_levels_backward_op(
     """Gradients [weight, bias, x_0 .. x_n-1, offset_0 .. offset_n-1, mask_0 .. mask_n-1] (an
     empty tensor for each that ``needs`` = [weight, bias, x, offset, mask] does not ask for):
 
-        weight (C_out, C_in, kh, kw) in its dtype; bias (C_out,); per input, x (N, C_in, H, W),
+        weight (C_out, C_in, kh, kw) in its dtype, tap-major memory (channels-last strides);
+        bias (C_out,); per input, x (N, C_in, H, W),
         offset (N, 2K, Ho, Wo) and mask (N, K, Ho, Wo), channels-last; all but the weight in the
         arithmetic's type (fp32 for bf16 data).
     """
@@ -401,10 +403,9 @@ def deform_conv2d_levels_backward_op(
                                                     ends, couts, step,
                                                     [need_w, need_x, need_off, need_mask])
         grad_weight = grad_wmat
-        if need_w:  # (C_out, kh*kw*C) -> the weight's layout
+        if need_w:  # (C_out, kh*kw*C) -> the weight's shape, tap-major memory (a view)
             Cout, C, kh, kw = weight.shape
-            grad_weight = (grad_wmat.view(Cout, kh, kw, C).permute(0, 3, 1, 2)
-                           .to(weight.dtype, memory_format=torch.contiguous_format))
+            grad_weight = grad_wmat.view(Cout, kh, kw, C).permute(0, 3, 1, 2).to(weight.dtype)
     else:
         grad_weight, per_input = _torch_backward(grads, xs, offsets, masks, weight, stride,
                                                  padding, dilation, out_channels, needs)
@@ -453,8 +454,9 @@ def _torch_backward(grads, xs, offsets, masks, weight, stride, padding, dilation
             if need_off:
                 grad_py[blk] = m[blk, 0] * (bilinear.dweight_y * dots).sum(1)
                 grad_px[blk] = m[blk, 0] * (bilinear.dweight_x * dots).sum(1)
-    grad_weight = (grad_wmat.view(weight.shape).to(weight.dtype) if need_w
-                   else flat.new_empty(0, dtype=acc))
+    grad_weight = (grad_wmat.view(weight.shape).to(weight.dtype,
+                                                   memory_format=torch.channels_last)
+                   if need_w else flat.new_empty(0, dtype=acc))
     # per input, as the C++ conv gives them: channels-last maps, each its own tensor (a custom
     # op's outputs may not alias each other)
     gxs, goffs, gmasks = [], [], []
@@ -481,7 +483,9 @@ def _(grads, xs, offsets, masks, weight, stride, padding, dilation, out_channels
         return [torch.empty(size, dtype=acc, device=xs[0].device,
                             memory_format=torch.channels_last) if wanted
                 else xs[0].new_empty(0, dtype=acc) for size in sizes]
-    return [weight.new_empty(weight.shape) if need_w else xs[0].new_empty(0, dtype=acc),
+    return [torch.empty(weight.shape, dtype=weight.dtype, device=weight.device,
+                        memory_format=torch.channels_last)
+            if need_w else xs[0].new_empty(0, dtype=acc),
             weight.new_empty(weight.shape[0], dtype=acc) if need_b else weight.new_empty(0),
             *maps([x.shape for x in xs], need_x),
             *maps([o.shape for o in offsets], need_off),

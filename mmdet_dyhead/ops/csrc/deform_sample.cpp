@@ -548,7 +548,10 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
   const auto cl = at::MemoryFormat::ChannelsLast;
   // a fresh empty tensor per unwanted gradient: a custom op's outputs may not alias each other
   const auto none = [&] { return at::empty({0}, acc_opts); };
-  at::Tensor grad_w = need_w ? at::zeros(wkc.sizes(), acc_opts) : none();
+  // written by the first GEMM that reaches each row (rows below `written` are added to): no
+  // zero fill; rows no group reaches are zeroed at the end
+  at::Tensor grad_w = need_w ? at::empty(wkc.sizes(), acc_opts) : none();
+  int64_t written = 0;
   std::vector<at::Tensor> gx, goff, gmask;
   for (int64_t i = 0; i < n; ++i) {
     const auto &x = xs[i], &o = offsets[i];
@@ -586,10 +589,18 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
         if (need_x || need_off || need_mask || need_w)
           sample_backward_chunk<T, A>(ins, pb.cf, zeros.data(), r0, r1, ptr<T>(gcols), need_x,
                                       need_off, need_mask, need_w ? ptr<T>(cols) : nullptr);
-        if (need_w) gemm(go_chunk.t(), cols.narrow(0, 0, m), gw, true);
+        if (need_w) {
+          const at::Tensor a = go_chunk.t(), b = cols.narrow(0, 0, m);
+          const int64_t added = std::min(written, cout);
+          if (added > 0) gemm(a.narrow(0, 0, added), b, gw.narrow(0, 0, added), true);
+          if (added < cout)
+            gemm(a.narrow(0, added, cout - added), b, gw.narrow(0, added, cout - added), false);
+          written = std::max(written, cout);
+        }
       }
     }
   });
+  if (need_w && written < grad_w.size(0)) grad_w.narrow(0, written, grad_w.size(0) - written).zero_();
   std::vector<at::Tensor> out{grad_w};
   for (const auto* v : {&gx, &goff, &gmask}) out.insert(out.end(), v->begin(), v->end());
   return out;

@@ -212,8 +212,9 @@ class SpatialAwareAttention(nn.Module):
 
     def offsets(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """(N, C_in, H, W) -> offsets (N, 18, H, W) and masks (N, 9, H, W) in (0, 1)."""
-        offsets_and_masks = self.offset_conv(x)
-        return offsets_and_masks[:, :18], offsets_and_masks[:, 18:].sigmoid()
+        # a split, not two slices: each slice's backward pads its gradient to 27 channels
+        offsets, masks = self.offset_conv(x).split([18, 9], dim=1)
+        return offsets, masks.sigmoid()
 
     def forward(self, feats: Sequence[Tensor]) -> List[List[Tensor]]:
         """L maps (N, C_in, H_l, W_l) -> for each level, its 1 to 3 branches (N, C_out, H_l, W_l)."""

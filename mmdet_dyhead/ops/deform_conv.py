@@ -591,13 +591,13 @@ def modulated_deform_conv2d_levels(xs: Sequence[Tensor], offsets: Sequence[Tenso
                                      list(stride), list(padding), list(dilation), list(couts))
     outs = []  # each input's rows of its group -> (N, cout, Ho, Wo), channels last
     for group, run in zip(groups, _runs(couts)):
-        start = 0
-        for i in run:
-            positions = _positions(xs[i], offsets[i])
-            rows = group[start:start + positions]
+        # one split, not a slice per input: a slice's backward pads its gradient with zeros to
+        # the whole group's size, and autograd then adds those up
+        parts = group.split([_positions(xs[i], offsets[i]) for i in run]) if len(run) > 1 \
+            else [group]
+        for i, rows in zip(run, parts):
             outs.append(rows.view(xs[i].shape[0], *offsets[i].shape[2:], couts[i])
                         .permute(0, 3, 1, 2))
-            start += positions
     return outs
 
 

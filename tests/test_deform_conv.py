@@ -108,6 +108,26 @@ def test_inf_next_to_invalid_corner_does_not_leak():
     assert torch.equal(out, torch.zeros_like(out))
 
 
+def test_pixels_no_tap_reaches_get_zero_gradient():
+    """The input gradient is written by each pixel's first contribution (no zero fill first);
+    pixels no tap reaches must still come out exactly zero, whatever the memory held before."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 20, 9, 8, requires_grad=True)
+    w = torch.randn(4, 20, 3, 3)
+    off = torch.zeros(2, 18, 9, 8)
+    off[:, :, :, 4:] = -40.0  # taps of the right half far outside: pixels there go unreached
+    mask = torch.rand(2, 9, 9, 8)
+    for _ in range(3):  # leave NaN in freed memory, which the gradient's buffer may reuse
+        junk = torch.full((2, 20, 9, 8), float('nan')).contiguous(memory_format=torch.channels_last)
+        del junk
+        out = modulated_deform_conv2d(x, off, mask, w, None, 1, 1)
+        (grad,) = torch.autograd.grad(out.sum(), [x])
+        ref = torch.autograd.grad(_mmcv(x, off, mask, w, None, 1, 1, 1).sum(), [x])[0]
+        assert torch.isfinite(grad).all()
+        torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-4)
+        assert (grad[..., 6:] == 0).all() and (grad[..., :3] != 0).any()
+
+
 def test_shape_errors_name_the_problem():
     x = torch.randn(1, 4, 8, 8)
     w = torch.randn(2, 4, 3, 3)

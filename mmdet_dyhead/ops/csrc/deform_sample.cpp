@@ -186,11 +186,15 @@ template <typename T, typename A>
 struct Input {
   const T* x;
   int64_t H, W, Ho, Wo, first, end;  // [first, end): its rows in the group
+  int64_t pixels;                     // N * H * W
   const A* off;
   int64_t os[4];
   const A* mask;
   int64_t ms[4];
   A* grad_x = nullptr;
+  // per channel slice of the backward, a flag per input pixel: whether the slice has written its
+  // gradient row yet (the first contribution is stored, later ones added: no zero fill)
+  uint8_t* seen = nullptr;
   A* grad_off = nullptr;
   A* grad_mask = nullptr;
 };
@@ -252,8 +256,19 @@ void sample_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf, const T* 
   });
 }
 
+// The backward's threads split the channels: this many slices of slice_width(C) channels (a
+// multiple of 16, the AVX-512 lanes; the last slice may be shorter, or empty).
+inline int64_t channel_slices(int64_t C) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (C + 15) / 16));
+}
+inline int64_t slice_width(int64_t C) {
+  const int64_t slices = channel_slices(C);
+  return ((C + slices - 1) / slices + 15) / 16 * 16;
+}
+
 // The backward of sample_chunk for rows [r0, r1), one read of each corner row for all:
-//   grad_x[corner] += mask * w * gcols[r, k, :]                       (if the inputs have grad_x)
+//   grad_x[corner] += mask * w * gcols[r, k, :]                       (if the inputs have grad_x;
+//                     the first contribution to a pixel is stored, not added: see Input::seen)
 //   grad_mask[r, k] = sum_q w_q <x[corner_q], gcols[r, k, :]>          (if they have grad_mask)
 //   grad_off[r, 2k | 2k+1] = mask * sum_q dw_q/dy|dx <x[corner_q], gcols[r, k, :]>   (grad_off)
 //   cols[r, k, :] = the forward's columns, for the weight's gradient   (optional)
@@ -265,10 +280,8 @@ void sample_backward_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf,
                            const T* zeros, int64_t r0, int64_t r1, const T* __restrict__ gcols,
                            bool need_x, bool need_off, bool need_mask, T* __restrict__ cols) {
   RECORD_FUNCTION("mmdet_dyhead::sample_loops", std::vector<c10::IValue>());
-  const int64_t C = cf.C, K = cf.K, rows = r1 - r0, n = rows * K, lanes = 16;
-  const int64_t slices = std::max<int64_t>(
-      1, std::min<int64_t>(at::get_num_threads(), (C + lanes - 1) / lanes));
-  const int64_t width = ((C + slices - 1) / slices + lanes - 1) / lanes * lanes;
+  const int64_t C = cf.C, K = cf.K, rows = r1 - r0, n = rows * K;
+  const int64_t slices = channel_slices(C), width = slice_width(C);
   const bool need_dots = need_off || need_mask;
   std::vector<A> partial(need_dots ? slices * n * 3 : 0);  // (slice, tap, [m, y, x])
   at::parallel_for(0, slices, 1, [&](int64_t sb, int64_t se) {
@@ -285,6 +298,7 @@ void sample_backward_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf,
         const int64_t image_row = p.n * in.H * in.W;
         const T* image = in.x + image_row * C + c0;
         A* grad_image = need_x ? in.grad_x + image_row * C + c0 : nullptr;
+        uint8_t* seen = need_x ? in.seen + s * in.pixels + image_row : nullptr;
         for (int64_t k = 0; k < K; ++k) {
           const int64_t j = (r - r0) * K + k;
           A y, x, mk;
@@ -309,8 +323,14 @@ void sample_backward_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf,
             if (grad_image) {
               A* __restrict__ gf = grad_image + t.pix[q] * C;
               const A w = t.w[q] * mk;
+              if (seen[t.pix[q]]) {
 #pragma omp simd
-              for (int64_t i = 0; i < cw; ++i) gf[i] += w * g[i];
+                for (int64_t i = 0; i < cw; ++i) gf[i] += w * g[i];
+              } else {
+#pragma omp simd
+                for (int64_t i = 0; i < cw; ++i) gf[i] = w * g[i];
+                seen[t.pix[q]] = 1;
+              }
             }
             if (pd) d[q] = dot_row<T, A>(c[q], g, cw);
           }
@@ -479,6 +499,7 @@ struct Problem {
       Input<T, A> in;
       in.x = ptr<T>(x);
       in.H = x.size(2), in.W = x.size(3), in.Ho = o.size(2), in.Wo = o.size(3);
+      in.pixels = x.size(0) * in.H * in.W;
       in.first = first;
       in.end = first + x.size(0) * in.Ho * in.Wo;
       in.off = ptr<A>(o);
@@ -555,7 +576,7 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
   std::vector<at::Tensor> gx, goff, gmask;
   for (int64_t i = 0; i < n; ++i) {
     const auto &x = xs[i], &o = offsets[i];
-    gx.push_back(need_x ? at::empty(x.sizes(), acc_opts.memory_format(cl)).zero_() : none());
+    gx.push_back(need_x ? at::empty(x.sizes(), acc_opts.memory_format(cl)) : none());
     goff.push_back(need_off ? at::empty(o.sizes(), acc_opts.memory_format(cl)) : none());
     gmask.push_back(need_mask
                         ? at::empty({o.size(0), K, o.size(2), o.size(3)}, acc_opts.memory_format(cl))
@@ -563,6 +584,11 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
   }
   at::Tensor gcols = at::empty({step, K * C}, xs[0].options());
   at::Tensor cols = need_w ? at::empty({step, K * C}, xs[0].options()) : none();
+  // per input, per channel slice, whether each pixel's gradient row has been written
+  std::vector<std::vector<uint8_t>> seen(n);
+  if (need_x)
+    for (int64_t i = 0; i < n; ++i)
+      seen[i].assign(channel_slices(C) * xs[i].size(0) * xs[i].size(2) * xs[i].size(3), 0);
   dispatch(pb.dtype, [&](auto* t, auto* a) {
     using T = std::remove_pointer_t<decltype(t)>;
     using A = std::remove_pointer_t<decltype(a)>;
@@ -571,7 +597,7 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
       auto ins = pb.inputs<T, A>(g, xs, offsets, masks);
       for (size_t j = 0; j < ins.size(); ++j) {
         const int64_t i = (g ? ends[g - 1] : 0) + static_cast<int64_t>(j);
-        if (need_x) ins[j].grad_x = ptr<A>(gx[i]);
+        if (need_x) ins[j].grad_x = ptr<A>(gx[i]), ins[j].seen = seen[i].data();
         if (need_off) ins[j].grad_off = ptr<A>(goff[i]);
         if (need_mask) ins[j].grad_mask = ptr<A>(gmask[i]);
       }
@@ -601,6 +627,17 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
     }
   });
   if (need_w && written < grad_w.size(0)) grad_w.narrow(0, written, grad_w.size(0) - written).zero_();
+  // pixels no tap reached: zero gradient rows (every slice visits the same pixels; the first
+  // slice is never empty)
+  for (int64_t i = 0; need_x && i < n; ++i) {
+    const uint8_t* flags = seen[i].data();
+    auto* base = static_cast<char*>(gx[i].data_ptr());
+    const int64_t row_bytes = C * gx[i].element_size();
+    at::parallel_for(0, gx[i].numel() / C, 2048, [&](int64_t b, int64_t e) {
+      for (int64_t p = b; p < e; ++p)
+        if (!flags[p]) std::memset(base + p * row_bytes, 0, row_bytes);
+    });
+  }
   std::vector<at::Tensor> out{grad_w};
   for (const auto* v : {&gx, &goff, &gmask}) out.insert(out.end(), v->begin(), v->end());
   return out;

@@ -1,5 +1,6 @@
-"""The C++ loops of the CPU path (csrc/): the deformable conv's sampling (deform_sample.cpp) and the
-scale- and task-aware attentions' element-wise pass (scale_task.cpp), one module built on first use.
+"""The C++ code of the CPU path (csrc/): the deformable conv, sampling loops and oneDNN GEMMs in one
+call per direction (deform_sample.cpp), and the scale- and task-aware attentions' element-wise pass
+(scale_task.cpp), one module built on first use.
 
 Built with torch's JIT extension builder (ninja and a C++ compiler, ~20 s once per machine; the
 result is cached under ``$TORCH_EXTENSIONS_DIR`` or ~/.cache/torch_extensions). Without a

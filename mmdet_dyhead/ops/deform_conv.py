@@ -8,13 +8,15 @@ positions), but as
     output  (P, C_out) = columns @ weight.view(C_out, C*K).T        # one GEMM
 
 over chunks of P output positions. mmcv's CPU kernel is a scalar loop; this
-path is vectorised and puts almost all FLOPs in a GEMM (oneDNN's on CPU: see _linear). The
-sampling runs in fused C++ loops (cpu_ext, built on first use), which work each tap's corners
-out from its position in both directions and write tap-major columns (P, K, C), against a
-(C_out, kh, kw, C) copy of the weight; without a compiler, in torch ops over corner tables,
-with mmcv's channel-major columns (P, C, K), against the weight as it is. Backward recomputes
-the columns chunk by chunk instead of storing them, so peak memory stays at one chunk's columns
-(like mmcv's per-image column buffer).
+path is vectorised and puts almost all FLOPs in a GEMM (oneDNN's on CPU). On a CPU with the C++
+extension (cpu_ext, built on first use) each direction is one C++ call: per chunk, loops that work
+each tap's corners out from its position (read from the offsets and masks where they lie, the
+inputs channels-last) and write tap-major columns (P, K, C), then oneDNN GEMMs against the
+(C_out, kh, kw, C) weight matrix that write the output rows and add the weight gradient in place.
+Without a compiler the same runs in torch ops over corner tables, with mmcv's channel-major
+columns (P, C, K), against the weight as it is. Backward recomputes the columns chunk by chunk
+instead of storing them, so peak memory stays at one chunk's columns (like mmcv's per-image
+column buffer).
 
 Precision: fp32 and fp64 compute in their own type. bf16 data (under ``torch.autocast('cpu')``
 or a bf16 model) runs the sampling loops and the GEMMs on bf16 rows and columns, while positions,
@@ -40,7 +42,7 @@ CHUNK_ELEMENTS = 256 * 9 * 256
 # Positions whose sampling tables (corner indices and weights) are built in one go: enough to
 # amortise the per-op overhead over many chunks, bounded so the tables stay small next to x.
 TABLE_ROWS = 4096
-# The fused C++ sampling loops (cpu_ext) when they build; False forces the pure-torch loops.
+# The C++ conv (cpu_ext) when it builds; False forces the pure-torch loops.
 USE_CPU_EXT = True
 
 

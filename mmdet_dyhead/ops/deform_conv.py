@@ -284,7 +284,7 @@ def _step(C: int, K: int, dtype: torch.dtype) -> int:
     """Positions per chunk: CHUNK_ELEMENTS column elements. bf16 columns take half the bytes:
     twice the positions for the same cache footprint, and twice the inner size of the weight
     gradient's products."""
-    per_element = max(1, 4 // torch.empty(0, dtype=dtype).element_size())
+    per_element = max(1, 4 // dtype.itemsize)
     return max(16, CHUNK_ELEMENTS * per_element // (K * C))
 
 

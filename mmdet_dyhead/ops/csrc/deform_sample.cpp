@@ -199,7 +199,7 @@ struct Input {
   A* grad_mask = nullptr;
 };
 
-// A row of a group: its input, image n and output pixel (ho, wo).
+// Where a row of a group lies in its input: image n, output pixel (ho, wo).
 struct Position {
   int64_t n, ho, wo;
 };

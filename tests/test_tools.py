@@ -173,6 +173,30 @@ def test_readme_speed_table_is_what_the_saved_benchmark_says(tmp_path):
     assert png[..., :3].std() > 0.05  # lines and text in more than one colour
 
 
+def test_speed_doc_ratio_runs_are_what_the_saved_runs_say():
+    """docs/speed.md's runs side by side are `benchmark_neck.py --ratios` of the saved runs."""
+    paths = ['docs/bench_cpu.json', 'docs/bench_ratio_runs/run2/results.json',
+             'docs/bench_ratio_runs/run3/results.json']
+    out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--ratios', *paths],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = out.stdout.strip()
+    assert table.count('\n') == 1 + len(paths)  # head, rule, one row per run
+    with open(osp.join(ROOT, 'docs/speed.md')) as f:
+        assert table in f.read()
+
+
+def test_ratios_table_divides_ours_by_the_stacked_convs():
+    r = {'sizes': {'64x64': {'time': {'ours, default': {'fwd': 3.0, 'fwd_bwd': 9.0},
+                                      '4 stacked convs': {'fwd': 2.0, 'fwd_bwd': 6.0}}}},
+         'atss': {'ratio': 1.234},
+         'dcn_gflops': {'ours, torch kernel': 80.0, 'matmul (oneDNN)': 100.0}}
+    md = _tool('benchmark_neck').ratios_table([('a.json', r), ('b.json', {'sizes': r['sizes']})],
+                                              ['64x64'])
+    assert '| `a.json` | 1.50x | 1.50x | 1.23x | 80% |' in md
+    assert '| `b.json` | 1.50x | 1.50x | - | - |' in md
+
+
 def _tool(name):
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     import importlib

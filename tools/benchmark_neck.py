@@ -287,8 +287,20 @@ def main(argv=None):
     p.add_argument('--out', default='outputs/bench_cpu')
     p.add_argument('--from-json', metavar='RESULTS',
                    help='measure nothing: redraw table.md and the plot from a results.json')
+    p.add_argument('--ratios', nargs='+', metavar='RESULTS',
+                   help="measure nothing: print DynamicHead ('ours, default') over the stacked "
+                        'convs at --sizes, the ATSS ratio and the deformable conv\'s share of the '
+                        'GEMM rate, one row per saved results.json (runs side by side)')
     p.add_argument('--peak-memory-of', choices=IMPLS, help=argparse.SUPPRESS)  # peak_memory's child
     a = p.parse_args(argv)
+    if a.ratios:
+        runs = []
+        for path in a.ratios:
+            with open(path) as f:
+                runs.append((path, json.load(f)))
+        md = ratios_table(runs, a.sizes)
+        print(md)
+        return md
     if a.peak_memory_of:
         h, w = map(int, a.sizes[0].split('x'))
         print('PEAK', measure_peak_memory(a.peak_memory_of, a.channels, a.blocks, a.batch, (h, w),
@@ -340,6 +352,27 @@ def write_outputs(result, sizes, names, out, measured: bool = False) -> str:
     md = write_report(out, table(result, sizes, names), result if measured else None)
     plot(result, names, osp.join(out, 'time_vs_size.png'))
     return md
+
+
+def ratios_table(runs, sizes) -> str:
+    """Runs side by side: per (name, results) one row of 'ours, default' over '4 stacked convs'
+    (forward and forward+backward at each size), the ATSS iteration ratio and the deformable
+    conv's forward as a share of oneDNN's GEMM rate."""
+    head = ['run'] + [f'{s} {p}' for s in sizes for p in ('fwd', 'fwd+bwd')] + [
+        'ATSS iteration', 'deformable conv / GEMM rate']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
+    for name, r in runs:
+        cells = [f'`{name}`']
+        for s in sizes:
+            t = r['sizes'][s]['time']
+            ours, base = t['ours, default'], t['4 stacked convs']
+            cells += [f'{ours[k] / base[k]:.2f}x' for k in ('fwd', 'fwd_bwd')]
+        cells.append(f'{r["atss"]["ratio"]:.2f}x' if 'atss' in r else '-')
+        g = r.get('dcn_gflops', {})
+        cells.append(f'{100 * g["ours, torch kernel"] / g["matmul (oneDNN)"]:.0f}%'
+                     if 'matmul (oneDNN)' in g else '-')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
 
 
 def table(r, sizes, names) -> str:

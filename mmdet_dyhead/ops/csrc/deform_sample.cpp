@@ -142,16 +142,14 @@ template <typename A, bool Grads>
 struct Tap {
   int64_t pix[4];
   A w[4], dy[4], dx[4];
-  bool inside;
 
   Tap(A y, A x, int64_t H, int64_t W) {
-    inside = y > -1 && y < H && x > -1 && x < W;
     for (int q = 0; q < 4; ++q) {
       pix[q] = -1;
       w[q] = 0;
       if (Grads) dy[q] = dx[q] = 0;
     }
-    if (!inside) return;
+    if (!(y > -1 && y < H && x > -1 && x < W)) return;
     const A y0f = std::floor(y), x0f = std::floor(x);
     const A ly = y - y0f, lx = x - x0f, hy = 1 - ly, hx = 1 - lx;
     const int64_t y0 = static_cast<int64_t>(y0f), x0 = static_cast<int64_t>(x0f);
@@ -210,6 +208,12 @@ inline Position locate(const Input<T, A>& in, int64_t r) {
   return {q / plane, hw / in.Wo, hw % in.Wo};
 }
 
+// tap k of row p's mask
+template <typename T, typename A>
+inline A tap_mask(const Input<T, A>& in, const Position& p, int64_t k) {
+  return in.mask[p.n * in.ms[0] + k * in.ms[1] + p.ho * in.ms[2] + p.wo * in.ms[3]];
+}
+
 // tap k of row p: its position (y, x) in the input map and its mask, as _taps computes them
 // ((base + offset) in the offsets' type, so floor() agrees with mmcv at integer positions)
 template <typename T, typename A>
@@ -219,7 +223,7 @@ inline void tap_position(const Input<T, A>& in, const Conf& cf, const Position& 
   const A* o = in.off + p.n * in.os[0] + p.ho * in.os[2] + p.wo * in.os[3];
   y = static_cast<A>(p.ho * cf.sh - cf.ph + ki * cf.dh) + o[2 * k * in.os[1]];
   x = static_cast<A>(p.wo * cf.sw - cf.pw + kj * cf.dw) + o[(2 * k + 1) * in.os[1]];
-  mk = in.mask[p.n * in.ms[0] + k * in.ms[1] + p.ho * in.ms[2] + p.wo * in.ms[3]];
+  mk = tap_mask(in, p, k);
 }
 
 // the input whose rows hold row r, searched from l on (rows are visited in ascending order)
@@ -362,8 +366,7 @@ void sample_backward_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf,
       }
       if (need_mask) in.grad_mask[pixel * K + k] = sm;
       if (need_off) {
-        A y, x, mk;
-        tap_position(in, cf, p, k, y, x, mk);
+        const A mk = tap_mask(in, p, k);
         in.grad_off[pixel * 2 * K + 2 * k] = mk * sy;
         in.grad_off[pixel * 2 * K + 2 * k + 1] = mk * sx;
       }

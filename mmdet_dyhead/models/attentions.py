@@ -22,9 +22,9 @@ from .deform_conv_norm import (
     DeformConvNorm,
     fused_deform_conv_norm,
     legacy_view,
+    norm_halves,
     resize_to,
     resolve_dcn_impl,
-    split_norm,
     stacked_weights,
     stride2_size,
     tap_major,
@@ -219,6 +219,48 @@ class SpatialAwareAttention(nn.Module):
     def forward(self, feats: Sequence[Tensor]) -> List[List[Tensor]]:
         """L maps (N, C_in, H_l, W_l) -> for each level, its 1 to 3 branches (N, C_out, H_l, W_l)."""
         num_levels = len(feats)
+        offsets = self._offsets(feats)
+        if self.batched(feats):
+            same, coarser, finer = self._normed(*self._levels_batched(feats, *offsets))
+        else:
+            same, coarser, finer = self._per_level(feats, *offsets)
+        out = []
+        for level, x in enumerate(feats):
+            size = x.shape[-2:]
+            branches = [same[level]]
+            if level > 0:
+                branches.append(resize_to(finer[level], size))
+            if level < num_levels - 1:
+                branches.append(resize_to(coarser[level], size))
+            out.append(branches)
+        return out
+
+    def batched(self, feats: Sequence[Tensor]) -> bool:
+        """Whether our kernel takes each branch over all levels in one call (``raw`` needs it)."""
+        return (self.offset_conv is not None and not self.legacy_offsets
+                and resolve_dcn_impl(self.dcn_impl, feats[0]) == 'torch'
+                and not torch.onnx.is_in_onnx_export())  # export: one node per conv
+
+    def raw(self, feats: Sequence[Tensor]) -> List[List[Tuple[Tensor, nn.Module]]]:
+        """What ``forward`` gives before its norms and resizes: for each level, its 1 to 3
+        branches as (conv output, the norm it is owed), in ``forward``'s order; the finer and
+        coarser outputs at their own sizes, halves of a stacked output as views. Only where
+        ``batched(feats)``."""
+        num_levels = len(feats)
+        same, coarser, finer = self._levels_batched(feats, *self._offsets(feats))
+        out = []
+        for level in range(num_levels):
+            branches = [(same[level], self.same.norm)]
+            if level > 0:
+                branches.append((finer[level], self.finer.norm))
+            if level < num_levels - 1:
+                branches.append((coarser[level], self.coarser.norm))
+            out.append(branches)
+        return out
+
+    def _offsets(self, feats):
+        """Per level: offsets and masks, and the finer branch's (of its own size)."""
+        num_levels = len(feats)
         if self.offset_conv is not None:
             offs, masks = map(list, zip(*(self.offsets(x) for x in feats)))
         else:
@@ -233,22 +275,7 @@ class SpatialAwareAttention(nn.Module):
                 fine_masks[level] = resize_to(masks[level], finer_size)
             else:
                 fine_offs[level], fine_masks[level] = offs[level], masks[level]
-        if (self.offset_conv is not None and not self.legacy_offsets
-                and resolve_dcn_impl(self.dcn_impl, feats[0]) == 'torch'
-                and not torch.onnx.is_in_onnx_export()):  # export: one node per conv
-            same, coarser, finer = self._levels_batched(feats, offs, masks, fine_offs, fine_masks)
-        else:
-            same, coarser, finer = self._per_level(feats, offs, masks, fine_offs, fine_masks)
-        out = []
-        for level, x in enumerate(feats):
-            size = x.shape[-2:]
-            branches = [same[level]]
-            if level > 0:
-                branches.append(resize_to(finer[level], size))
-            if level < num_levels - 1:
-                branches.append(resize_to(coarser[level], size))
-            out.append(branches)
-        return out
+        return offs, masks, fine_offs, fine_masks
 
     # same[l]: the same-level branch of level l; coarser[l]: the coarser branch of level l, at
     # level l+1's size; finer[l]: the finer branch of level l, at the stride-2 size of level l-1.
@@ -256,24 +283,35 @@ class SpatialAwareAttention(nn.Module):
     # both come from one sampling with stacked weights.
 
     def _levels_batched(self, feats, offs, masks, fine_offs, fine_masks):
-        """Our kernel, each branch over all levels in one call (one GEMM over all positions)."""
+        """Our kernel, each branch over all levels in one call (one GEMM over all positions).
+        Conv outputs before the norms: same[l] and coarser[l - 1] are the two halves of one
+        stacked output (views)."""
         num_levels, cout = len(feats), self.same.conv.out_channels
         convs = [self.same.conv] + ([self.coarser.conv] if num_levels > 1 else [])
         weight = tap_major(*(c.weight for c in convs))
         bias = None if convs[0].bias is None else torch.cat([c.bias for c in convs])
         outputs = modulated_deform_conv2d_levels(feats, offs, masks, weight, bias, 1, 1, 1,
                                                  [cout] + [2 * cout] * (num_levels - 1))
-        same = [self.same.norm(outputs[0])] + [None] * (num_levels - 1)
-        coarser, finer = [None] * num_levels, [None] * num_levels
+        same, coarser, finer = [outputs[0]], [None] * num_levels, [None] * num_levels
         for level in range(1, num_levels):
-            same[level], coarser[level - 1] = split_norm(outputs[level], self.same, self.coarser)
-        outputs[:] = []  # each stacked output freed as soon as it is split
+            half_same, coarser[level - 1] = outputs[level].split([cout, cout], dim=1)
+            same.append(half_same)
         if num_levels > 1:
             conv = self.finer.conv
-            finer_outputs = modulated_deform_conv2d_levels(
+            finer[1:] = modulated_deform_conv2d_levels(
                 feats[:-1], fine_offs[1:], fine_masks[1:], tap_major(conv.weight), conv.bias, 2,
                 1, 1)
-            finer[1:] = [self.finer.norm(y) for y in finer_outputs]
+        return same, coarser, finer
+
+    def _normed(self, same, coarser, finer):
+        """``_levels_batched``'s outputs through their norms (each stacked output freed as soon
+        as its two halves are normalised)."""
+        num_levels = len(same)
+        same[0] = self.same.norm(same[0])
+        for level in range(1, num_levels):
+            same[level], coarser[level - 1] = norm_halves(same[level], coarser[level - 1],
+                                                          self.same, self.coarser)
+        finer[1:] = [self.finer.norm(y) for y in finer[1:]]
         return same, coarser, finer
 
     def _per_level(self, feats, offs, masks, fine_offs, fine_masks):

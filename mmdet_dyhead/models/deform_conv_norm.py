@@ -98,13 +98,16 @@ def split_norm(y: Tensor, a: DeformConvNorm, b: DeformConvNorm) -> Tuple[Tensor,
         y = F.group_norm(y, na.num_groups + nb.num_groups, torch.cat([na.weight, nb.weight]),
                          torch.cat([na.bias, nb.bias]), na.eps)
         return tuple(y.split([a.conv.out_channels, b.conv.out_channels], dim=1))
+    return norm_halves(*y.split([a.conv.out_channels, b.conv.out_channels], dim=1), a, b)
+
+
+def norm_halves(ya: Tensor, yb: Tensor, a: DeformConvNorm,
+                b: DeformConvNorm) -> Tuple[Tensor, Tensor]:
+    """The two halves (views) of a stacked conv's output -> ``(a.norm(ya), b.norm(yb))``."""
     # each half as a dense tensor of its own: GroupNorm would otherwise copy a strided half while
     # the stacked output stays alive beside the copy
-    fmt = torch.channels_last if y.is_contiguous(memory_format=torch.channels_last) \
-        else torch.contiguous_format
-    ya, yb = (t.contiguous(memory_format=fmt)
-              for t in y.split([a.conv.out_channels, b.conv.out_channels], dim=1))
-    del y
+    fmt = torch.channels_last if ya.stride(1) == 1 else torch.contiguous_format
+    ya, yb = (t.contiguous(memory_format=fmt) for t in (ya, yb))
     return a.norm(ya), b.norm(yb)
 
 

@@ -1,6 +1,7 @@
 """The C++ code of the CPU path (csrc/): the deformable conv, sampling loops and oneDNN GEMMs in one
-call per direction (deform_sample.cpp), and the scale- and task-aware attentions' element-wise pass
-(scale_task.cpp), one module built on first use.
+call per direction (deform_sample.cpp), the scale- and task-aware attentions' element-wise pass
+(scale_task.cpp) and, for eval, that pass with the norms and resizes folded in
+(norm_scale_task.cpp), one module built on first use.
 
 Built with torch's JIT extension builder (ninja and a C++ compiler, ~20 s once per machine; the
 result is cached under ``$TORCH_EXTENSIONS_DIR`` or ~/.cache/torch_extensions). Without a
@@ -16,7 +17,7 @@ import warnings
 from ..utils.machine import cpuinfo_field
 
 SOURCES = [osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', name)
-           for name in ('deform_sample.cpp', 'scale_task.cpp')]
+           for name in ('deform_sample.cpp', 'scale_task.cpp', 'norm_scale_task.cpp')]
 
 
 def enabled() -> bool:

@@ -15,6 +15,7 @@
 // up H * W terms.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <cmath>
 #include <cstdint>
@@ -234,6 +235,7 @@ std::vector<at::Tensor> scale_task_forward(const std::vector<at::Tensor>& feats,
                                            const at::Tensor& weights, const at::Tensor& a1,
                                            const at::Tensor& b1, const at::Tensor& a2,
                                            const at::Tensor& b2, bool with_code) {
+  RECORD_FUNCTION("mmdet_dyhead::scale_task", std::vector<c10::IValue>());
   const Shape sh = check_maps(feats, weights);
   for (const auto* t : {&a1, &b1, &a2, &b2}) check_coefficient(*t, sh, feats[0].scalar_type());
   at::Tensor out = at::empty_like(feats[0]);
@@ -257,6 +259,7 @@ std::vector<at::Tensor> scale_task_backward(const at::Tensor& grad,
                                             const std::vector<at::Tensor>& feats,
                                             const at::Tensor& weights, const at::Tensor& code,
                                             const at::Tensor& a1, const at::Tensor& a2) {
+  RECORD_FUNCTION("mmdet_dyhead::scale_task_backward", std::vector<c10::IValue>());
   const Shape sh = check_maps(feats, weights);
   const auto dtype = feats[0].scalar_type();
   for (const auto* t : {&a1, &a2}) check_coefficient(*t, sh, dtype);

@@ -1,6 +1,6 @@
-"""The eval path that folds each level's GroupNorms and resizes into the scale/task pass
-(ops/norm_scale_task.py, csrc/norm_scale_task.cpp) equals the norms, resizes and scale_task run
-one by one: its moments, its output, and DynamicHead's output without autograd."""
+"""The folded passes (ops/norm_scale_task.py, csrc/norm_scale_task.cpp: each level's GroupNorms
+and resizes folded into the scale/task pass) equal the norms, resizes and scale_task run one by
+one: their moments, outputs and every gradient, and DynamicHead's, with and without autograd."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -41,11 +41,12 @@ def test_moments_are_the_sums_of_the_map_and_of_its_resize(src, dst):
     torch.testing.assert_close(got[:, 2], _resize(x, dst).sum((2, 3)), rtol=1e-12, atol=1e-12)
 
 
-def _unfused(levels, sizes, weight_of, coefficients_of):
+def _unfused(sources, levels, sizes, weight_of, coefficients_of):
     """The same math with torch's own GroupNorm, resize and the scale/task torch form."""
     outs = []
     for level, size in zip(levels, sizes):
-        feats = [_resize(norm(r), size) for r, norm in level]
+        feats = [_resize(norm(sources[j][:, c0:c0 + norm.num_channels]), size)
+                 for j, c0, norm in level]
         means = [f.mean((2, 3)) for f in feats]
         w = torch.cat([weight_of(m) for m in means], 1) / len(feats)
         mean = sum(w[:, i:i + 1] * m for i, m in enumerate(means))
@@ -53,26 +54,26 @@ def _unfused(levels, sizes, weight_of, coefficients_of):
     return outs
 
 
-@pytest.mark.parametrize('affine', [True, False])
-def test_folded_pass_equals_norms_resizes_and_scale_task(affine):
-    g = torch.Generator().manual_seed(1)
-    N, C = 2, 16
+def _case(affine, g, N=2, C=16):
+    """Conv outputs as DynamicHead's: a plain one, stacked (2C) ones whose second half is a
+    coarser branch to upsample, and finer ones (one of another size, resized)."""
     norms = [nn.GroupNorm(4, C, affine=affine).double() for _ in range(3)]
     if affine:
         for n in norms:
             n.weight.data.uniform_(0.5, 1.5, generator=g)
             n.bias.data.uniform_(-1, 1, generator=g)
+
+    def cl(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).contiguous(
+            memory_format=torch.channels_last)
+
+    sources = [cl(N, C, 9, 11), cl(N, 2 * C, 5, 6) + 2, cl(N, 2 * C, 3, 3), cl(N, C, 5, 5),
+               cl(N, C, 3, 3)]
+    levels = [[(0, 0, norms[0]), (1, C, norms[2])],
+              [(1, 0, norms[0]), (3, 0, norms[1]), (2, C, norms[2])],
+              [(2, 0, norms[0]), (4, 0, norms[1])]]
     sizes = [(9, 11), (5, 6), (3, 3)]
-    levels = [  # same-size halves, a finer branch of another size, coarser ones to upsample
-        [(_half(N, C, 9, 11, g, second=False), norms[0]), (_half(N, C, 5, 6, g), norms[2])],
-        [(_half(N, C, 5, 6, g, second=False) + 2, norms[0]),
-         (torch.randn(N, C, 5, 5, generator=g, dtype=torch.float64)
-          .contiguous(memory_format=torch.channels_last), norms[1]),
-         (_half(N, C, 3, 3, g), norms[2])],
-        [(_half(N, C, 3, 3, g, second=False), norms[0])],
-    ]
-    lin = nn.Linear(C, 1).double()
-    mlp = nn.Linear(C, 4 * C).double()
+    lin, mlp = nn.Linear(C, 1).double(), nn.Linear(C, 4 * C).double()
 
     def weight_of(mean):
         return F.hardsigmoid(F.relu(lin(mean)))
@@ -81,72 +82,99 @@ def test_folded_pass_equals_norms_resizes_and_scale_task(affine):
         a1, b1, a2, b2 = (F.hardsigmoid(mlp(mean)) - 0.5).split(C, 1)
         return 2 * a1 + 1, b1, 2 * a2, b2
 
-    with torch.no_grad():
-        assert nst.eval_fusable(levels)
-        got = nst.norm_scale_task(levels, sizes, weight_of, coefficients_of)
-        ref = _unfused(levels, sizes, weight_of, coefficients_of)
+    params = [p for m in (*norms, lin, mlp) for p in m.parameters()]
+    return sources, levels, sizes, weight_of, coefficients_of, params
+
+
+@pytest.mark.parametrize('affine', [True, False])
+def test_folded_passes_equal_norms_resizes_and_scale_task_with_gradients(affine):
+    g = torch.Generator().manual_seed(1)
+    sources, levels, sizes, weight_of, coefficients_of, params = _case(affine, g)
+    sources = [s.requires_grad_() for s in sources]
+    assert nst.fusable(sources, levels)
+    got = nst.norm_scale_task(sources, levels, sizes, weight_of, coefficients_of, params)
+    ref = _unfused(sources, levels, sizes, weight_of, coefficients_of)
     for a, r, size in zip(got, ref, sizes):
-        assert a.shape == (N, C, *size) and a.is_contiguous(memory_format=torch.channels_last)
+        assert a.shape == (2, 16, *size) and a.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+    grads = [torch.randn(r.shape, generator=g, dtype=torch.float64) for r in ref]
+    leaves = sources + params
+    for i, (a, r) in enumerate(zip(torch.autograd.grad(got, leaves, grads),
+                                   torch.autograd.grad(ref, leaves, grads))):
+        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-10, msg=f'gradient of leaf {i}')
+    with torch.no_grad():  # without autograd: no sign codes, same output
+        for a, r in zip(nst.norm_scale_task(sources, levels, sizes, weight_of, coefficients_of,
+                                            params), ref):
+            torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
 
 
-def test_what_the_folded_pass_does_not_take():
-    x = _half(1, 8, 3, 3, torch.Generator().manual_seed(0))
+def test_what_the_folded_passes_do_not_take():
+    x = torch.randn(1, 8, 3, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     gn = nn.GroupNorm(2, 8).double()
-    with torch.no_grad():
-        assert nst.eval_fusable([[(x, gn)]])
-        assert not nst.eval_fusable([[(x.contiguous(), gn)]])  # channels not contiguous
-        assert not nst.eval_fusable([[(x.float(), gn)], [(x, gn)]])  # mixed dtypes
-        assert not nst.eval_fusable([[(x, gn), (x, nn.GroupNorm(4, 8).double())]])
-        assert not nst.eval_fusable([[(x, nn.BatchNorm2d(8).double())]])
-        assert not nst.eval_fusable([[(x, gn)] * 4])  # a level has at most 3 branches
-    assert not nst.eval_fusable([[(x, gn)]])  # autograd on: training keeps its norms
+    assert nst.fusable([x], [[(0, 0, gn)]])
+    assert not nst.fusable([x.contiguous()], [[(0, 0, gn)]])  # channels not contiguous
+    assert not nst.fusable([x.float(), x], [[(0, 0, gn)], [(1, 0, gn)]])  # mixed dtypes
+    assert not nst.fusable([x, x], [[(0, 0, gn), (1, 0, nn.GroupNorm(4, 8).double())]])
+    assert not nst.fusable([x], [[(0, 0, nn.BatchNorm2d(8).double())]])
+    assert not nst.fusable([x] * 4, [[(i, 0, gn) for i in range(4)]])  # at most 3 branches
+    assert not nst.fusable([x.bfloat16()], [[(0, 0, gn)]])
 
 
 @pytest.mark.parametrize('sizes', [[(12, 13), (6, 7), (3, 4)],  # stride-2 sizes
                                    [(13, 17), (6, 9), (3, 4)],  # finer branches resized
                                    [(9, 9)], [(8, 8), (8, 8)]])
-def test_dynamic_head_without_autograd_equals_its_training_forward(sizes, monkeypatch):
-    """Without autograd DynamicHead folds its norms; with it, it runs them. Same output, fp64
-    to rounding; and the folded path really runs (a spy on the C++ pass)."""
+def test_dynamic_head_equals_its_unfolded_form(sizes, monkeypatch):
+    """DynamicHead with its norms folded (fp64): the same outputs and every gradient as with
+    the norms, resizes and scale_task run one by one; and the fold really runs."""
     torch.manual_seed(0)
     model = offsets_off_zero(DynamicHead(32, 32, 2, norm_cfg=dict(type='GN', num_groups=4)))
     for m in model.modules():
         if isinstance(m, nn.GroupNorm):
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
-    model = model.double().eval()
+    model = model.double()
     feats = [torch.randn(2, 32, h, w, dtype=torch.float64) for h, w in sizes]
     calls = []
     real = nst.norm_scale_task
-    monkeypatch.setattr('mmdet_dyhead.models.dynamic_head.norm_scale_task',
-                        lambda *a: calls.append(1) or real(*a))
-    trained = model(feats)
-    assert not calls
-    with torch.no_grad():
-        folded = model(feats)
-    assert len(calls) == len(model.blocks)
-    for a, b in zip(folded, trained):
-        torch.testing.assert_close(a, b.detach(), rtol=1e-10, atol=1e-10)
-    with torch.no_grad():  # and fp32 within its rounding
-        model.float()
-        got = model([f.float() for f in feats])
-    for a, b in zip(got, trained):
-        torch.testing.assert_close(a.double(), b.detach(), rtol=1e-4, atol=1e-5)
+    results = []
+    for fold in (True, False):
+        monkeypatch.setattr('mmdet_dyhead.models.dynamic_head.norm_scale_task',
+                            lambda *a: calls.append(1) or real(*a))
+        if not fold:
+            monkeypatch.setattr('mmdet_dyhead.models.dynamic_head.fold_fusable',
+                                lambda *a: False)
+        xs = [f.clone().requires_grad_() for f in feats]
+        model.zero_grad()
+        out = model(xs)
+        g = torch.Generator().manual_seed(1)
+        sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in out).backward()
+        with torch.no_grad():
+            evaluated = model(feats)
+        results.append((out, evaluated, [x.grad for x in xs] + [
+            p.grad.clone() for p in model.parameters() if p.grad is not None]))
+        if fold:
+            assert len(calls) == 2 * len(model.blocks)
+    assert len(calls) == 2 * len(model.blocks)  # none without the fold
+    (out_f, eval_f, grads_f), (out_u, eval_u, grads_u) = results
+    assert len(grads_f) == len(grads_u)
+    for a, b in zip(out_f + eval_f, out_u + eval_u):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    for a, b in zip(grads_f, grads_u):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12 * max(1.0, b.abs().max().item()))
 
 
-def test_hooked_attentions_see_their_calls_without_autograd():
-    """A forward hook (e.g. the attention recorder) on a module the folded pass skips turns the
+def test_hooked_attentions_see_their_calls():
+    """A forward hook (e.g. the attention recorder) on a module the folded passes skip turns the
     fold off, so the hook is called."""
     torch.manual_seed(0)
     model = DynamicHead(16, 16, 1, norm_cfg=dict(type='GN', num_groups=4)).eval()
     feats = [torch.randn(1, 16, s, s) for s in (8, 4)]
     block: DynamicHeadBlock = model.blocks[0]
+    assert block._foldable(feats)
+    seen = []
+    handle = block.spatial.same.norm.register_forward_hook(lambda *a: seen.append(1))
+    assert not block._foldable(feats)
     with torch.no_grad():
-        assert block._eval_foldable(feats)
-        seen = []
-        handle = block.spatial.same.norm.register_forward_hook(lambda *a: seen.append(1))
-        assert not block._eval_foldable(feats)
         model(feats)
-        handle.remove()
+    handle.remove()
     assert len(seen) == 2  # one per level

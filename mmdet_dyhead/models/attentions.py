@@ -218,12 +218,20 @@ class SpatialAwareAttention(nn.Module):
 
     def forward(self, feats: Sequence[Tensor]) -> List[List[Tensor]]:
         """L maps (N, C_in, H_l, W_l) -> for each level, its 1 to 3 branches (N, C_out, H_l, W_l)."""
-        num_levels = len(feats)
         offsets = self._offsets(feats)
         if self.batched(feats):
-            same, coarser, finer = self._normed(*self._levels_batched(feats, *offsets))
-        else:
-            same, coarser, finer = self._per_level(feats, *offsets)
+            return self.branches(feats, *self._conv_outputs(feats, *offsets))
+        return self._resized(feats, *self._per_level(feats, *offsets))
+
+    def branches(self, feats: Sequence[Tensor], stacked: List[Tensor],
+                 finer: List[Optional[Tensor]]) -> List[List[Tensor]]:
+        """``forward``'s result from ``_conv_outputs``' (what ``raw`` gives): the norms, then
+        the resizes."""
+        return self._resized(feats, *self._normed(*self._halves(stacked, finer)))
+
+    @staticmethod
+    def _resized(feats, same, coarser, finer) -> List[List[Tensor]]:
+        num_levels = len(feats)
         out = []
         for level, x in enumerate(feats):
             size = x.shape[-2:]
@@ -241,22 +249,26 @@ class SpatialAwareAttention(nn.Module):
                 and resolve_dcn_impl(self.dcn_impl, feats[0]) == 'torch'
                 and not torch.onnx.is_in_onnx_export())  # export: one node per conv
 
-    def raw(self, feats: Sequence[Tensor]) -> List[List[Tuple[Tensor, nn.Module]]]:
-        """What ``forward`` gives before its norms and resizes: for each level, its 1 to 3
-        branches as (conv output, the norm it is owed), in ``forward``'s order; the finer and
-        coarser outputs at their own sizes, halves of a stacked output as views. Only where
-        ``batched(feats)``."""
-        num_levels = len(feats)
-        same, coarser, finer = self._levels_batched(feats, *self._offsets(feats))
-        out = []
+    def raw(self, feats: Sequence[Tensor]
+            ) -> Tuple[List[Tensor], List[List[Tuple[int, int, nn.Module]]]]:
+        """What ``forward`` gives before its norms and resizes (only where ``batched(feats)``):
+        the conv outputs, and for each level its 1 to 3 branches in ``forward``'s order as
+        (index of the output it lies in, its first channel there, the norm it is owed).
+
+        The outputs: level 0's same-level branch (N, C_out, H_0, W_0); for each level l >= 1 its
+        same-level branch and level l-1's coarser one, stacked (N, 2 C_out, H_l, W_l); for each
+        level l >= 1 its finer branch (at the stride-2 size of level l-1)."""
+        num_levels, cout = len(feats), self.same.conv.out_channels
+        stacked, finer = self._conv_outputs(feats, *self._offsets(feats))
+        levels = []
         for level in range(num_levels):
-            branches = [(same[level], self.same.norm)]
+            branches = [(level, 0, self.same.norm)]
             if level > 0:
-                branches.append((finer[level], self.finer.norm))
+                branches.append((num_levels + level - 1, 0, self.finer.norm))
             if level < num_levels - 1:
-                branches.append((coarser[level], self.coarser.norm))
-            out.append(branches)
-        return out
+                branches.append((level + 1, cout, self.coarser.norm))
+            levels.append(branches)
+        return stacked + finer[1:], levels
 
     def _offsets(self, feats):
         """Per level: offsets and masks, and the finer branch's (of its own size)."""
@@ -282,30 +294,38 @@ class SpatialAwareAttention(nn.Module):
     # With offsets of its own size, coarser[l] samples x_{l+1} exactly where same[l+1] does, so
     # both come from one sampling with stacked weights.
 
-    def _levels_batched(self, feats, offs, masks, fine_offs, fine_masks):
-        """Our kernel, each branch over all levels in one call (one GEMM over all positions).
-        Conv outputs before the norms: same[l] and coarser[l - 1] are the two halves of one
-        stacked output (views)."""
+    def _conv_outputs(self, feats, offs, masks, fine_offs, fine_masks):
+        """Our kernel, each branch over all levels in one call (one GEMM over all positions):
+        ``stacked`` (level 0's same-level output, then per level l >= 1 its same-level and level
+        l-1's coarser outputs as one (N, 2 C_out) conv) and ``finer`` (None at level 0)."""
         num_levels, cout = len(feats), self.same.conv.out_channels
         convs = [self.same.conv] + ([self.coarser.conv] if num_levels > 1 else [])
         weight = tap_major(*(c.weight for c in convs))
         bias = None if convs[0].bias is None else torch.cat([c.bias for c in convs])
-        outputs = modulated_deform_conv2d_levels(feats, offs, masks, weight, bias, 1, 1, 1,
+        stacked = modulated_deform_conv2d_levels(feats, offs, masks, weight, bias, 1, 1, 1,
                                                  [cout] + [2 * cout] * (num_levels - 1))
-        same, coarser, finer = [outputs[0]], [None] * num_levels, [None] * num_levels
-        for level in range(1, num_levels):
-            half_same, coarser[level - 1] = outputs[level].split([cout, cout], dim=1)
-            same.append(half_same)
+        finer = [None] * num_levels
         if num_levels > 1:
             conv = self.finer.conv
             finer[1:] = modulated_deform_conv2d_levels(
                 feats[:-1], fine_offs[1:], fine_masks[1:], tap_major(conv.weight), conv.bias, 2,
                 1, 1)
-        return same, coarser, finer
+        return stacked, finer
+
+    def _halves(self, stacked, finer):
+        """``_conv_outputs``' as same, coarser, finer conv outputs before the norms: same[l] and
+        coarser[l - 1] are the two halves of one stacked output (views of a split, not slices:
+        a slice's backward pads its gradient to the whole)."""
+        num_levels, cout = len(stacked), self.same.conv.out_channels
+        same, coarser = [stacked[0]], [None] * num_levels
+        for level in range(1, num_levels):
+            half_same, coarser[level - 1] = stacked[level].split([cout, cout], dim=1)
+            same.append(half_same)
+        return same, coarser, list(finer)
 
     def _normed(self, same, coarser, finer):
-        """``_levels_batched``'s outputs through their norms (each stacked output freed as soon
-        as its two halves are normalised)."""
+        """``_halves``' outputs through their norms (each stacked output freed as soon as its two
+        halves are normalised)."""
         num_levels = len(same)
         same[0] = self.same.norm(same[0])
         for level in range(1, num_levels):

@@ -8,7 +8,8 @@ from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 from torch.utils.checkpoint import checkpoint
 
-from ..ops.norm_scale_task import eval_fusable, norm_scale_task
+from ..ops.norm_scale_task import fusable as fold_fusable
+from ..ops.norm_scale_task import norm_scale_task
 from ..ops.scale_task import fusable, scale_task
 from . import options
 from .attentions import (
@@ -18,7 +19,7 @@ from .attentions import (
     TaskAwareAttention,
     global_average,
 )
-from .deform_conv_norm import resize_to, stride2_size
+from .deform_conv_norm import stride2_size
 
 DEFAULT_NORM = dict(type='GN', num_groups=16, requires_grad=True)
 
@@ -28,8 +29,8 @@ class DynamicHeadBlock(nn.Module):
 
     Per level: spatial-aware branches over the level and its neighbours, fused by scale-aware
     attention, then task-aware attention. Each attention can be switched to its plain fallback;
-    see ``DynamicHead`` for the arguments. Without autograd (eval), the branches' GroupNorms and
-    resizes fold into the scale/task pass (``ops.norm_scale_task``): same output, fewer passes.
+    see ``DynamicHead`` for the arguments. On a CPU the branches' GroupNorms and resizes fold
+    into the scale/task pass (``ops.norm_scale_task``): same outputs and gradients, fewer passes.
     """
 
     def __init__(self, in_channels: int, out_channels: int, scale_aware: bool = True,
@@ -57,28 +58,37 @@ class DynamicHeadBlock(nn.Module):
             nn.init.zeros_(self.spatial.offset_conv.bias)
 
     def forward(self, feats: Sequence[Tensor]) -> List[Tensor]:
-        if self._eval_foldable(feats):
-            levels = self.spatial.raw(feats)
+        if self._foldable(feats):
+            sources, levels = self.spatial.raw(feats)
             sizes = [f.shape[-2:] for f in feats]
-            if eval_fusable(levels):
-                return norm_scale_task(levels, sizes, self.scale.weight_of,
-                                       self.task.coefficients_of)
-            # e.g. bf16 under autocast: the norms one by one, each on a dense channels-last map
-            cl = torch.channels_last
-            return [self.scale_task([resize_to(norm(r.contiguous(memory_format=cl)), size)
-                                     for r, norm in level]) for level, size in zip(levels, sizes)]
+            if fold_fusable(sources, levels):
+                return norm_scale_task(sources, levels, sizes, self.scale.weight_of,
+                                       self.task.coefficients_of, self._fold_params())
+            # the C++ passes cannot take these outputs: the norms and resizes one by one
+            num_levels = len(feats)
+            branches = self.spatial.branches(feats, sources[:num_levels],
+                                             [None] + sources[num_levels:])
+            return [self.scale_task(b) for b in branches]
         return [self.scale_task(branches) for branches in self.spatial(feats)]
 
-    def _eval_foldable(self, feats: Sequence[Tensor]) -> bool:
-        """Whether autograd is off and the norms, resizes, pi_L and pi_C may fold into two passes
-        over the raw conv outputs (``ops.norm_scale_task``; nothing hooks the modules skipped)."""
+    def _foldable(self, feats: Sequence[Tensor]) -> bool:
+        """Whether the norms, resizes, pi_L and pi_C may fold into few passes over the raw conv
+        outputs (``ops.norm_scale_task``; nothing hooks the modules it skips)."""
         spatial = self.spatial
         if torch.jit.is_tracing() or torch.compiler.is_compiling():  # they see the plain ops
             return False
-        return (not torch.is_grad_enabled() and isinstance(self.scale, ScaleAwareAttention)
+        if torch.is_autocast_enabled('cpu') or feats[0].dtype not in (torch.float32,
+                                                                       torch.float64):
+            return False  # bf16 convs: the C++ passes take fp32 and fp64
+        return (isinstance(self.scale, ScaleAwareAttention)
                 and isinstance(self.task, TaskAwareAttention) and spatial.batched(feats)
                 and not any(_hooked(m) for m in (self.scale, self.task, spatial.same.norm,
                                                  spatial.finer.norm, spatial.coarser.norm)))
+
+    def _fold_params(self) -> List[Tensor]:
+        """The parameters ``norm_scale_task`` uses besides the maps (for their gradients)."""
+        norms = (self.spatial.same.norm, self.spatial.finer.norm, self.spatial.coarser.norm)
+        return [p for m in (*norms, self.scale, self.task) for p in m.parameters()]
 
     def scale_task(self, branches: Sequence[Tensor]) -> Tensor:
         """pi_C(pi_L(branches)): one level's 1 to 3 branches (N, C, H, W) -> (N, C, H, W)."""

@@ -1,4 +1,4 @@
-"""A block's GroupNorms, resizes, scale-aware sums and dynamic ReLUs in two passes, for eval.
+"""A block's GroupNorms, resizes, scale-aware sums and dynamic ReLUs in few passes over memory.
 
 For each level, with r_i its 1 to 3 raw branches (conv outputs, N, C, H_i, W_i), the block's
 output is
@@ -10,11 +10,16 @@ output is
 GroupNorm with fixed statistics is a per-channel affine map and the bilinear resize
 (align_corners) a weighted mean whose weights sum to 1, so one pass over each raw branch
 (``channel_moments``: sums, sums of squares and resized sums per channel, in double) gives every
-statistic and average, and a second (csrc/norm_scale_task.cpp) reads each raw branch once,
-resizing it on the fly, and writes the level's output. No normalised, resized or summed map is
-ever written. The small (N, C) math runs once for all branches of the block, not per branch.
-There is no backward: ``DynamicHeadBlock`` takes this path only where autograd is off; training
-keeps the norms and ``scale_task``.
+statistic and average; the rest is small (N, C) math (``_factors``, once for all branches of the
+block), after which one pass (csrc/norm_scale_task.cpp) reads each raw branch, resizing it on
+the fly, and writes the level's output: out = max(a1 * s + b1', a2 * s + b2'), s = sum_i m_i r_i.
+No normalised, resized or summed map is ever written.
+
+The backward is two passes per level: the first sums what the small math's gradient needs (the
+gradients of m_i and of the coefficients), autograd takes those back through the small math to
+the moments and parameters, and the second writes each branch's gradient (the output's, through
+the factors, plus the moments' share: d sum -> constant, d sum of squares -> 2 r). A resized
+branch's gradient goes back through torch's own resize backward.
 """
 from typing import Callable, List, Sequence, Tuple
 
@@ -23,22 +28,23 @@ from torch import Tensor, nn
 
 from . import cpu_ext
 
-Branch = Tuple[Tensor, nn.GroupNorm]  # a raw conv output and the norm it is owed
+# a level's branch: (index of the conv output it lies in, its first channel there, its norm)
+Branch = Tuple[int, int, nn.GroupNorm]
 
 
-def eval_fusable(levels: Sequence[Sequence[Branch]]) -> bool:
-    """Whether the C++ passes take these levels' raw branches: autograd off, CPU, fp32/fp64, one
-    N and C, channels contiguous, 1 to 3 branches per level, GroupNorms alike in groups and eps,
-    not exported or traced, the extension built."""
-    branches = [b for level in levels for b in level]
-    if not branches or torch.is_grad_enabled() or not all(1 <= len(v) <= 3 for v in levels):
+def fusable(sources: Sequence[Tensor], levels: Sequence[Sequence[Branch]]) -> bool:
+    """Whether the C++ passes take these conv outputs and branches: CPU, fp32/fp64, one N and
+    dtype, channels contiguous, 1 to 3 branches per level, GroupNorms alike in groups, eps and
+    affine, not exported or traced, the extension built."""
+    norms = [n for level in levels for _, _, n in level]
+    if not norms or not all(1 <= len(v) <= 3 for v in levels):
         return False
-    r0, n0 = branches[0]
-    return (r0.device.type == 'cpu' and r0.dtype in (torch.float32, torch.float64)
-            and all(r.dim() == 4 and r.dtype == r0.dtype and r.shape[:2] == r0.shape[:2]
-                    and r.stride(1) == 1 for r, _ in branches)
+    s0, n0 = sources[0], norms[0]
+    return (s0.device.type == 'cpu' and s0.dtype in (torch.float32, torch.float64)
+            and all(s.dim() == 4 and s.dtype == s0.dtype and s.shape[0] == s0.shape[0]
+                    and s.stride(1) == 1 for s in sources)
             and all(isinstance(n, nn.GroupNorm) and n.num_groups == n0.num_groups
-                    and n.eps == n0.eps and n.affine == n0.affine for _, n in branches)
+                    and n.eps == n0.eps and n.affine == n0.affine for n in norms)
             and not torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing()
             and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
             and cpu_ext.load() is not None)
@@ -69,43 +75,157 @@ def group_norm_affine(moments: Tensor, counts: Tensor, num_groups: int, eps: flo
     return scale, shift
 
 
-def norm_scale_task(levels: Sequence[Sequence[Branch]], sizes,
-                    weight_of: Callable[[Tensor], Tensor],
-                    coefficients_of: Callable[[Tensor], Tuple[Tensor, ...]]) -> List[Tensor]:
-    """See the module's docstring. levels: per level, its 1 to 3 (raw map, GroupNorm) with maps
-    of any strides with contiguous channels; sizes: per level (H, W); weight_of: averages
-    (M, C) -> scale weights (M, 1); coefficients_of: averages (M, C) -> a1, b1, a2, b2 (M, C).
-    Returns per level (N, C, H, W), channels-last."""
-    ext = cpu_ext.load()
-    branches = [b for level in levels for b in level]
-    maps, norms = [r for r, _ in branches], [n for _, n in branches]
-    level_of = torch.tensor([i for i, level in enumerate(levels) for _ in level])
-    out_sizes = [sizes[i] for i in level_of.tolist()]
-    dtype, (N, C), B, L = maps[0].dtype, maps[0].shape[:2], len(maps), len(levels)
-    moments = channel_moments(maps, out_sizes)
-    counts = torch.tensor([r.shape[2] * r.shape[3] for r in maps], dtype=torch.float64)
-    level_counts = torch.tensor([h * w for h, w in out_sizes], dtype=torch.float64)
-    n0 = norms[0]
+class _Plan:
+    """Where each branch lies and what it is resized to; what the small math needs."""
+
+    def __init__(self, sources, levels, sizes, weight_of, coefficients_of):
+        self.levels, self.sizes = levels, [(int(h), int(w)) for h, w in sizes]
+        self.weight_of, self.coefficients_of = weight_of, coefficients_of
+        self.C = levels[0][0][2].num_channels
+        self.branches = [b for level in levels for b in level]
+        self.norms = [n for _, _, n in self.branches]
+        self.level_of = torch.tensor([i for i, level in enumerate(levels) for _ in level])
+        self.out_sizes = [self.sizes[i] for i in self.level_of.tolist()]
+        shapes = [sources[j].shape[2:] for j, _, _ in self.branches]
+        self.resized = [tuple(s) != o for s, o in zip(shapes, self.out_sizes)]
+        self.counts = torch.tensor([s[0] * s[1] for s in shapes], dtype=torch.float64)
+        self.level_counts = torch.tensor([h * w for h, w in self.out_sizes], dtype=torch.float64)
+        self.per_level = torch.tensor([len(level) for level in levels], dtype=torch.float64)
+
+    def maps(self, sources) -> List[Tensor]:
+        return [sources[j][:, c0:c0 + self.C] for j, c0, _ in self.branches]
+
+    def spans(self):
+        first = 0
+        for level in self.levels:
+            yield slice(first, first + len(level))
+            first += len(level)
+
+
+def _factors(plan: _Plan, moments: Tensor, dtype) -> Tuple[Tensor, ...]:
+    """The small math: moments (B, N, 3, C) -> m (B, N, C), a1, b1', a2, b2' (L, N, C), in dtype
+    (differentiable: the backward runs it again under autograd)."""
+    B, N, _, C = moments.shape
+    L, n0 = len(plan.levels), plan.norms[0]
     stack = (lambda ps: torch.stack(ps).double()) if n0.affine else (lambda ps: None)
-    scale, shift = group_norm_affine(moments, counts, n0.num_groups, n0.eps,
-                                     stack([n.weight for n in norms]),
-                                     stack([n.bias for n in norms]))
-    means = moments[:, :, 2] / level_counts.view(B, 1, 1) * scale + shift  # resized, normed
-    per_level = torch.tensor([len(level) for level in levels], dtype=torch.float64)
-    w = weight_of(means.reshape(B * N, C).to(dtype)).view(B, N).double()
-    w = w / per_level[level_of].view(B, 1)
+    scale, shift = group_norm_affine(moments, plan.counts, n0.num_groups, n0.eps,
+                                     stack([n.weight for n in plan.norms]),
+                                     stack([n.bias for n in plan.norms]))
+    means = moments[:, :, 2] / plan.level_counts.view(B, 1, 1) * scale + shift  # resized, normed
+    w = plan.weight_of(means.reshape(B * N, C).to(dtype)).view(B, N).double()
+    w = w / plan.per_level[plan.level_of].view(B, 1)
     # s = sum_i w_i (scale_i r_i + shift_i) = sum_i m_i r_i + const
-    mean = means.new_zeros(L, N, C).index_add_(0, level_of, w[..., None] * means)
-    const = means.new_zeros(L, N, C).index_add_(0, level_of, w[..., None] * shift)
-    a1, b1, a2, b2 = (t.double().view(L, N, C) for t in coefficients_of(mean.view(L * N, C).to(dtype)))
-    b1, b2 = b1 + a1 * const, b2 + a2 * const
-    m = (w[..., None] * scale).to(dtype)
-    a1, b1, a2, b2 = (t.to(dtype) for t in (a1, b1, a2, b2))
-    outs, first = [], 0
-    for i, level in enumerate(levels):
-        last = first + len(level)
-        outs.append(ext.norm_scale_task_forward(
-            maps[first:last], m[first:last].transpose(0, 1).contiguous(), a1[i], b1[i], a2[i],
-            b2[i], int(sizes[i][0]), int(sizes[i][1])))
-        first = last
-    return outs
+    mean = means.new_zeros(L, N, C).index_add(0, plan.level_of, w[..., None] * means)
+    const = means.new_zeros(L, N, C).index_add(0, plan.level_of, w[..., None] * shift)
+    a1, b1, a2, b2 = (t.double().view(L, N, C)
+                      for t in plan.coefficients_of(mean.view(L * N, C).to(dtype)))
+    return tuple(t.to(dtype) for t in (w[..., None] * scale, a1, b1 + a1 * const, a2,
+                                       b2 + a2 * const))
+
+
+def _level_args(plan, maps, m, a1, b1, a2, b2, i, span):
+    return (maps[span], m[span].transpose(0, 1).contiguous(), a1[i].contiguous(),
+            b1[i].contiguous(), a2[i].contiguous(), b2[i].contiguous())
+
+
+def _forward(plan: _Plan, sources, with_code: bool):
+    ext = cpu_ext.load()
+    maps = plan.maps(sources)
+    moments = channel_moments(maps, plan.out_sizes)
+    with torch.no_grad():
+        m, a1, b1, a2, b2 = _factors(plan, moments, maps[0].dtype)
+    outs, codes = [], []
+    for i, span in enumerate(plan.spans()):
+        h, w = plan.sizes[i]
+        res = ext.norm_scale_task_forward(*_level_args(plan, maps, m, a1, b1, a2, b2, i, span),
+                                          h, w, with_code)
+        outs.append(res[0])
+        codes.extend(res[1:])
+    return outs, codes, moments, (m, a1, a2)
+
+
+class _NormScaleTask(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, plan, num_sources, *tensors):
+        sources = tensors[:num_sources]
+        outs, codes, moments, (m, a1, a2) = _forward(plan, sources, with_code=True)
+        ctx.plan, ctx.num_sources = plan, num_sources
+        ctx.params = tensors[num_sources:]
+        ctx.save_for_backward(moments, m, a1, a2, *sources, *codes)
+        return tuple(outs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):
+        plan, ext = ctx.plan, cpu_ext.load()
+        moments, m, a1, a2, *rest = ctx.saved_tensors
+        sources, codes = rest[:ctx.num_sources], rest[ctx.num_sources:]
+        maps = plan.maps(sources)
+        cl = torch.channels_last
+        grads = [torch.zeros_like(c, dtype=m.dtype) if g is None else g.contiguous(memory_format=cl)
+                 for g, c in zip(grads, codes)]
+        dm, dcoef = [], []
+        for i, span in enumerate(plan.spans()):
+            lm, la1, la2 = (m[span].transpose(0, 1).contiguous(), a1[i].contiguous(),
+                            a2[i].contiguous())
+            d_m, d_c = ext.norm_scale_task_backward_sums(grads[i], codes[i], maps[span], lm, la1,
+                                                         la2)
+            dm.append(d_m.transpose(0, 1))
+            dcoef.append(d_c)
+        dcoef = torch.stack(dcoef)  # (L, N, 4, C)
+        params = [p for p in ctx.params if p.requires_grad]
+        with torch.enable_grad():  # the small math again, to take its gradient
+            leaf = moments.detach().requires_grad_()
+            small = _factors(plan, leaf, m.dtype)
+            d_small = [torch.cat(dm).to(m.dtype)] + [dcoef[:, :, k].to(m.dtype) for k in range(4)]
+            d_moments, *d_params = torch.autograd.grad(small, [leaf] + params, d_small,
+                                                       allow_unused=True)
+        # each branch's statistics' share: d sum -> k1 (the resized sum's too, at the same size),
+        # d sum of squares -> k2 * r
+        k1 = d_moments[:, :, 0] + torch.where(torch.tensor(plan.resized).view(-1, 1, 1), 0,
+                                              d_moments[:, :, 2])
+        k_resized, k2 = d_moments[:, :, 2], 2 * d_moments[:, :, 1]
+        source_grads = [torch.empty_like(s, dtype=m.dtype, memory_format=cl) for s in sources]
+        for i, span in enumerate(plan.spans()):
+            dst, fixups = [], []
+            for b in range(span.start, span.stop):
+                j, c0, _ = plan.branches[b]
+                view = source_grads[j][:, c0:c0 + plan.C]
+                if plan.resized[b]:
+                    dst.append(torch.empty_like(grads[i]))
+                    fixups.append((b, view, dst[-1]))
+                else:
+                    dst.append(view)
+            k1_level = torch.where(torch.tensor(plan.resized[span]).view(-1, 1, 1), k_resized[span],
+                                   k1[span])
+            ext.norm_scale_task_backward_maps(
+                grads[i], codes[i], maps[span], m[span].transpose(0, 1).contiguous(),
+                a1[i].contiguous(), a2[i].contiguous(),
+                k1_level.transpose(0, 1).to(m.dtype).contiguous(),
+                k2[span].transpose(0, 1).to(m.dtype).contiguous(), dst)
+            for b, view, fine in fixups:  # back through the resize, plus the moments' share
+                r = maps[b]
+                coarse = torch.ops.aten.upsample_bilinear2d_backward(
+                    fine, list(plan.out_sizes[b]), list(r.shape), True)
+                view.copy_(coarse.addcmul_(k2[b].to(m.dtype)[..., None, None], r)
+                           .add_(k1[b].to(m.dtype)[..., None, None]))
+        d_params = iter(d_params)
+        param_grads = [next(d_params) if p.requires_grad else None for p in ctx.params]
+        return (None, None, *source_grads, *param_grads)
+
+
+def norm_scale_task(sources: Sequence[Tensor], levels: Sequence[Sequence[Branch]], sizes,
+                    weight_of: Callable[[Tensor], Tensor],
+                    coefficients_of: Callable[[Tensor], Tuple[Tensor, ...]],
+                    params: Sequence[Tensor] = ()) -> List[Tensor]:
+    """See the module's docstring. sources: the conv outputs (N, C_s, H_s, W_s), any strides with
+    contiguous channels; levels: per level, its 1 to 3 branches (output index, first channel,
+    GroupNorm); sizes: per level (H, W); weight_of: averages (M, C) -> scale weights (M, 1);
+    coefficients_of: averages (M, C) -> a1, b1, a2, b2 (M, C); params: every parameter the norms,
+    weight_of and coefficients_of use (their gradients). Returns per level (N, C, H, W),
+    channels-last."""
+    plan = _Plan(sources, levels, sizes, weight_of, coefficients_of)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (*sources, *params)):
+        return list(_NormScaleTask.apply(plan, len(sources), *sources, *params))
+    return _forward(plan, sources, with_code=False)[0]

@@ -134,6 +134,13 @@ at::Tensor channel_moments(const std::vector<at::Tensor>& maps,
 template <typename A>
 inline A nan_max(A y1, A y2) { return (y1 > y2 || y1 != y1) ? y1 : y2; }
 
+// sign of y1 - y2: 1, -1, 0 at a tie (the gradient is split evenly, as torch.maximum does) and
+// 2 where either is NaN (each gets the whole gradient); as scale_task.cpp
+template <typename A>
+inline int8_t sign_code(A y1, A y2) {
+  return y1 > y2 ? 1 : (y1 < y2 ? -1 : (y1 == y2 ? 0 : 2));
+}
+
 template <typename A>
 struct Branch {
   const A* x;
@@ -142,13 +149,62 @@ struct Branch {
   Axis<A> ay, ax;
 };
 
+// the branch's channels at output position (n, h, w): a pointer into the map or, for a resized
+// branch, upsample_bilinear2d's blend h0l * (w0l * v00 + w1l * v01) + h1l * (w0l * v10 + ...)
+// written into buf
+template <typename A>
+inline const A* value_row(const Branch<A>& b, int64_t n, int64_t h, int64_t w, int64_t C,
+                          A* __restrict__ buf) {
+  const A* base = b.x + n * b.s.sn;
+  if (!b.resized) return base + h * b.s.sh + w * b.s.sw;
+  const A hy0 = b.ay.l0[h], hy1 = b.ay.l1[h], wx0 = b.ax.l0[w], wx1 = b.ax.l1[w];
+  const A* __restrict__ v00 = base + b.ay.i0[h] * b.s.sh + b.ax.i0[w] * b.s.sw;
+  const A* __restrict__ v01 = base + b.ay.i0[h] * b.s.sh + b.ax.i1[w] * b.s.sw;
+  const A* __restrict__ v10 = base + b.ay.i1[h] * b.s.sh + b.ax.i0[w] * b.s.sw;
+  const A* __restrict__ v11 = base + b.ay.i1[h] * b.s.sh + b.ax.i1[w] * b.s.sw;
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c)
+    buf[c] = hy0 * (wx0 * v00[c] + wx1 * v01[c]) + hy1 * (wx0 * v10[c] + wx1 * v11[c]);
+  return buf;
+}
+
+// s = sum_i m_i * v_i at one position; v[i] receives each branch's row
+template <typename A>
+inline void weighted_sum(const std::vector<Branch<A>>& br, const A* m, int64_t n, int64_t h,
+                         int64_t w, int64_t C, A* bufs, const A** v, A* __restrict__ s) {
+  const int64_t L = static_cast<int64_t>(br.size());
+  for (int64_t i = 0; i < L; ++i) {
+    v[i] = value_row(br[i], n, h, w, C, bufs + i * C);
+    const A* __restrict__ vi = v[i];
+    const A* __restrict__ mi = m + (n * L + i) * C;
+    if (i == 0) {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) s[c] = mi[c] * vi[c];
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) s[c] += mi[c] * vi[c];
+    }
+  }
+}
+
+// the gradient's split at one element (code from the forward): h1 reaches a1 * s + b1, h2 the other
+template <typename A>
+inline void split_grad(int8_t k, A g, A& h1, A& h2) {
+  h1 = (k == 1 || k == 2) ? g : (k == 0 ? A(0.5) * g : A(0));
+  h2 = k == 2 ? g : g - h1;
+}
+
+struct Geometry {
+  int64_t N, C, H, W;
+};
+
 template <typename A>
 void forward_kernel(const std::vector<Branch<A>>& br, const A* m, const A* a1, const A* b1,
-                    const A* a2, const A* b2, A* out, int64_t N, int64_t C, int64_t H,
-                    int64_t W) {
-  const int64_t L = static_cast<int64_t>(br.size());
-  at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> acc(C);
+                    const A* a2, const A* b2, A* out, int8_t* code, const Geometry& g) {
+  const int64_t C = g.C, H = g.H, W = g.W, L = static_cast<int64_t>(br.size());
+  at::parallel_for(0, g.N * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> acc(C), bufs(L * C);
+    std::vector<const A*> v(L);
     A* __restrict__ s = acc.data();
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / H, h = row % H;
@@ -157,59 +213,154 @@ void forward_kernel(const std::vector<Branch<A>>& br, const A* m, const A* a1, c
       const A* __restrict__ c2 = a2 + n * C;
       const A* __restrict__ d2 = b2 + n * C;
       for (int64_t w = 0; w < W; ++w) {
-        for (int64_t i = 0; i < L; ++i) {
-          const Branch<A>& b = br[i];
-          const A* __restrict__ mi = m + (n * L + i) * C;
-          const A* base = b.x + n * b.s.sn;
-          if (!b.resized) {
-            const A* __restrict__ v = base + h * b.s.sh + w * b.s.sw;
-            if (i == 0) {
+        weighted_sum(br, m, n, h, w, C, bufs.data(), v.data(), s);
+        const int64_t at = ((n * H + h) * W + w) * C;
+        A* __restrict__ o = out + at;
+        if (code) {
+          int8_t* __restrict__ k = code + at;
 #pragma omp simd
-              for (int64_t c = 0; c < C; ++c) s[c] = mi[c] * v[c];
-            } else {
-#pragma omp simd
-              for (int64_t c = 0; c < C; ++c) s[c] += mi[c] * v[c];
-            }
-            continue;
+          for (int64_t c = 0; c < C; ++c) {
+            const A y1 = c1[c] * s[c] + d1[c], y2 = c2[c] * s[c] + d2[c];
+            o[c] = nan_max(y1, y2);
+            k[c] = sign_code(y1, y2);
           }
-          // upsample_bilinear2d's blend: h0l * (w0l * v00 + w1l * v01) + h1l * (w0l * v10 + ...)
-          const A hy0 = b.ay.l0[h], hy1 = b.ay.l1[h], wx0 = b.ax.l0[w], wx1 = b.ax.l1[w];
-          const A* __restrict__ v00 = base + b.ay.i0[h] * b.s.sh + b.ax.i0[w] * b.s.sw;
-          const A* __restrict__ v01 = base + b.ay.i0[h] * b.s.sh + b.ax.i1[w] * b.s.sw;
-          const A* __restrict__ v10 = base + b.ay.i1[h] * b.s.sh + b.ax.i0[w] * b.s.sw;
-          const A* __restrict__ v11 = base + b.ay.i1[h] * b.s.sh + b.ax.i1[w] * b.s.sw;
-          if (i == 0) {
+        } else {
 #pragma omp simd
-            for (int64_t c = 0; c < C; ++c)
-              s[c] = mi[c] * (hy0 * (wx0 * v00[c] + wx1 * v01[c]) +
-                              hy1 * (wx0 * v10[c] + wx1 * v11[c]));
-          } else {
-#pragma omp simd
-            for (int64_t c = 0; c < C; ++c)
-              s[c] += mi[c] * (hy0 * (wx0 * v00[c] + wx1 * v01[c]) +
-                               hy1 * (wx0 * v10[c] + wx1 * v11[c]));
-          }
+          for (int64_t c = 0; c < C; ++c)
+            o[c] = nan_max(c1[c] * s[c] + d1[c], c2[c] * s[c] + d2[c]);
         }
-        A* __restrict__ o = out + ((n * H + h) * W + w) * C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c)
-          o[c] = nan_max(c1[c] * s[c] + d1[c], c2[c] * s[c] + d2[c]);
       }
     }
   });
 }
 
-// branches: L' raw maps (N, C, H_i, W_i), channels contiguous; m (N, L', C); a1, b1, a2, b2
-// (N, C); all of one floating type. Returns (N, C, out_h, out_w), channels-last.
-at::Tensor norm_scale_task_forward(const std::vector<at::Tensor>& branches, const at::Tensor& m,
-                                   const at::Tensor& a1, const at::Tensor& b1,
-                                   const at::Tensor& a2, const at::Tensor& b2, int64_t out_h,
-                                   int64_t out_w) {
-  RECORD_FUNCTION("mmdet_dyhead::norm_scale_task", std::vector<c10::IValue>());
-  TORCH_CHECK(!branches.empty(), "at least one branch");
+// Backward, first pass: per (n, c) the sums the small (N, C) math needs, in double:
+// dm[n, i, c] = sum gs * v_i and, in dcoef[n, 0..3, c], sum h1 * s, sum h1, sum h2 * s, sum h2
+// (gs = h1 * a1 + h2 * a2, the gradient of s)
+template <typename A>
+void sums_kernel(const std::vector<Branch<A>>& br, const A* grad, const int8_t* code, const A* m,
+                 const A* a1, const A* a2, double* dm, double* dcoef, const Geometry& g) {
+  const int64_t C = g.C, H = g.H, W = g.W, N = g.N, L = static_cast<int64_t>(br.size());
+  const int64_t rows = N * H;
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
+  const int64_t width = N * (L + 4) * C;  // per part: [n][dm_0 .. dm_L-1 | 4 coefficient sums]
+  std::vector<double> part(parts * width, 0.0);
+  at::parallel_for(0, parts, 1, [&](int64_t pb, int64_t pe) {
+    std::vector<A> acc(C), bufs(L * C), row_sums((L + 4) * C);
+    std::vector<const A*> v(L);
+    A* __restrict__ s = acc.data();
+    for (int64_t p = pb; p < pe; ++p) {
+      const int64_t per = (rows + parts - 1) / parts;
+      for (int64_t row = p * per; row < std::min(rows, (p + 1) * per); ++row) {
+        const int64_t n = row / H, h = row % H;
+        std::fill(row_sums.begin(), row_sums.end(), A(0));
+        A* __restrict__ t = row_sums.data();
+        const A* __restrict__ c1 = a1 + n * C;
+        const A* __restrict__ c2 = a2 + n * C;
+        for (int64_t w = 0; w < W; ++w) {
+          weighted_sum(br, m, n, h, w, C, bufs.data(), v.data(), s);
+          const int64_t at = ((n * H + h) * W + w) * C;
+          const A* __restrict__ gr = grad + at;
+          const int8_t* __restrict__ k = code + at;
+          A* __restrict__ t1 = t + L * C;
+          A* __restrict__ t2 = t1 + C;
+          A* __restrict__ t3 = t2 + C;
+          A* __restrict__ t4 = t3 + C;
+          for (int64_t i = 0; i < L; ++i) {
+            const A* __restrict__ vi = v[i];
+            A* __restrict__ ti = t + i * C;
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) {
+              A h1, h2;
+              split_grad(k[c], gr[c], h1, h2);
+              ti[c] += (h1 * c1[c] + h2 * c2[c]) * vi[c];
+            }
+          }
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) {
+            A h1, h2;
+            split_grad(k[c], gr[c], h1, h2);
+            t1[c] += h1 * s[c], t2[c] += h1, t3[c] += h2 * s[c], t4[c] += h2;
+          }
+        }
+        double* o = part.data() + p * width + n * (L + 4) * C;
+        for (int64_t j = 0; j < (L + 4) * C; ++j) o[j] += t[j];
+      }
+    }
+  });
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t p = 0; p < parts; ++p) {
+      const double* q = part.data() + p * width + n * (L + 4) * C;
+      for (int64_t j = 0; j < L * C; ++j) dm[n * L * C + j] += q[j];
+      for (int64_t j = 0; j < 4 * C; ++j) dcoef[n * 4 * C + j] += q[L * C + j];
+    }
+}
+
+// Backward, second pass: each branch's map gradient. A branch of the output's size gets
+// d v_i = m_i * gs + k1_i + k2_i * v_i in place (its statistics' part folded in by k1, k2); a
+// resized one gets m_i * gs + k1_i at the output's size, which the caller takes back through the
+// resize.
+template <typename A>
+void maps_kernel(const std::vector<Branch<A>>& br, const A* grad, const int8_t* code,
+                 const A* m, const A* a1, const A* a2, const A* k1, const A* k2,
+                 const std::vector<A*>& dst, const std::vector<Strided>& ds, const Geometry& g) {
+  const int64_t C = g.C, H = g.H, W = g.W, L = static_cast<int64_t>(br.size());
+  at::parallel_for(0, g.N * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> acc(C), bufs(L * C), gsv(C);
+    std::vector<const A*> v(L);
+    A* __restrict__ s = acc.data();
+    A* __restrict__ gs = gsv.data();
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / H, h = row % H;
+      const A* __restrict__ c1 = a1 + n * C;
+      const A* __restrict__ c2 = a2 + n * C;
+      for (int64_t w = 0; w < W; ++w) {
+        // only the branches' rows are needed here, not s
+        for (int64_t i = 0; i < L; ++i) v[i] = value_row(br[i], n, h, w, C, bufs.data() + i * C);
+        const int64_t at = ((n * H + h) * W + w) * C;
+        const A* __restrict__ gr = grad + at;
+        const int8_t* __restrict__ k = code + at;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          A h1, h2;
+          split_grad(k[c], gr[c], h1, h2);
+          gs[c] = h1 * c1[c] + h2 * c2[c];
+        }
+        for (int64_t i = 0; i < L; ++i) {
+          const A* __restrict__ mi = m + (n * L + i) * C;
+          const A* __restrict__ p1 = k1 + (n * L + i) * C;
+          const A* __restrict__ p2 = k2 + (n * L + i) * C;
+          A* __restrict__ d = dst[i] + n * ds[i].sn + h * ds[i].sh + w * ds[i].sw;
+          if (br[i].resized) {
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) d[c] = mi[c] * gs[c] + p1[c];
+          } else {
+            const A* __restrict__ vi = v[i];
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) d[c] = mi[c] * gs[c] + p1[c] + p2[c] * vi[c];
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename A>
+std::vector<Branch<A>> branches_of(const std::vector<at::Tensor>& maps, int64_t H, int64_t W) {
+  std::vector<Branch<A>> br;
+  for (const auto& b : maps) {
+    const Strided s = strided(b);
+    br.push_back({b.data_ptr<A>(), s, s.H != H || s.W != W, Axis<A>(s.H, H), Axis<A>(s.W, W)});
+  }
+  return br;
+}
+
+void check_level(const std::vector<at::Tensor>& branches, const at::Tensor& m,
+                 const std::vector<const at::Tensor*>& coefficients) {
+  TORCH_CHECK(!branches.empty() && branches.size() <= 3, "1 to 3 branches");
   const auto dtype = branches[0].scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
-              "norm_scale_task_forward takes float32 or float64 maps");
+              "the folded scale/task pass takes float32 or float64 maps");
   const int64_t N = branches[0].size(0), C = branches[0].size(1),
                 L = static_cast<int64_t>(branches.size());
   for (const auto& b : branches)
@@ -218,26 +369,109 @@ at::Tensor norm_scale_task_forward(const std::vector<at::Tensor>& branches, cons
   TORCH_CHECK(m.sizes() == at::IntArrayRef({N, L, C}) && m.is_contiguous() &&
                   m.scalar_type() == dtype,
               "m must be a contiguous (N, L', C) tensor of the maps' dtype");
-  for (const auto* t : {&a1, &b1, &a2, &b2})
+  for (const auto* t : coefficients)
     TORCH_CHECK(t->sizes() == at::IntArrayRef({N, C}) && t->is_contiguous() &&
                     t->scalar_type() == dtype,
                 "coefficients must be contiguous (N, C) tensors of the maps' dtype");
-  at::Tensor out = at::empty({N, C, out_h, out_w},
-                             branches[0].options().memory_format(at::MemoryFormat::ChannelsLast));
-  AT_DISPATCH_FLOATING_TYPES(dtype, "norm_scale_task_forward", [&] {
-    std::vector<Branch<scalar_t>> br;
-    for (const auto& b : branches) {
-      const Strided s = strided(b);
-      const bool resized = s.H != out_h || s.W != out_w;
-      br.push_back({b.data_ptr<scalar_t>(), s, resized, Axis<scalar_t>(s.H, out_h),
-                    Axis<scalar_t>(s.W, out_w)});
-    }
-    forward_kernel<scalar_t>(br, m.data_ptr<scalar_t>(), a1.data_ptr<scalar_t>(),
+}
+
+// an output-sized map (grad, code): (N, C, H, W) channels-last
+void check_output_map(const at::Tensor& t, const at::Tensor& like, int64_t H, int64_t W,
+                      const char* what) {
+  TORCH_CHECK(t.dim() == 4 && t.size(0) == like.size(0) && t.size(1) == like.size(1) &&
+                  t.size(2) == H && t.size(3) == W &&
+                  t.is_contiguous(at::MemoryFormat::ChannelsLast),
+              what, " must be (N, C, H, W) of the output's size, channels-last");
+}
+
+// branches: L' raw maps (N, C, H_i, W_i), channels contiguous; m (N, L', C); a1, b1, a2, b2
+// (N, C); all of one floating type. Returns [out (N, C, out_h, out_w) channels-last] and, if
+// with_code, the sign codes (int8, same layout) the backward needs.
+std::vector<at::Tensor> norm_scale_task_forward(const std::vector<at::Tensor>& branches,
+                                                const at::Tensor& m, const at::Tensor& a1,
+                                                const at::Tensor& b1, const at::Tensor& a2,
+                                                const at::Tensor& b2, int64_t out_h,
+                                                int64_t out_w, bool with_code) {
+  RECORD_FUNCTION("mmdet_dyhead::norm_scale_task", std::vector<c10::IValue>());
+  check_level(branches, m, {&a1, &b1, &a2, &b2});
+  TORCH_CHECK(out_h > 0 && out_w > 0, "the output size must be positive");
+  const Geometry g{branches[0].size(0), branches[0].size(1), out_h, out_w};
+  const auto cl = branches[0].options().memory_format(at::MemoryFormat::ChannelsLast);
+  at::Tensor out = at::empty({g.N, g.C, out_h, out_w}, cl);
+  at::Tensor code = with_code ? at::empty({g.N, g.C, out_h, out_w}, cl.dtype(at::kChar))
+                              : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(branches[0].scalar_type(), "norm_scale_task_forward", [&] {
+    forward_kernel<scalar_t>(branches_of<scalar_t>(branches, out_h, out_w),
+                             m.data_ptr<scalar_t>(), a1.data_ptr<scalar_t>(),
                              b1.data_ptr<scalar_t>(), a2.data_ptr<scalar_t>(),
-                             b2.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), N, C, out_h,
-                             out_w);
+                             b2.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                             with_code ? code.data_ptr<int8_t>() : nullptr, g);
   });
-  return out;
+  return with_code ? std::vector<at::Tensor>{out, code} : std::vector<at::Tensor>{out};
+}
+
+// [dm (N, L', C), dcoef (N, 4, C)] in double: see sums_kernel
+std::vector<at::Tensor> norm_scale_task_backward_sums(const at::Tensor& grad,
+                                                      const at::Tensor& code,
+                                                      const std::vector<at::Tensor>& branches,
+                                                      const at::Tensor& m, const at::Tensor& a1,
+                                                      const at::Tensor& a2) {
+  RECORD_FUNCTION("mmdet_dyhead::norm_scale_task_backward", std::vector<c10::IValue>());
+  check_level(branches, m, {&a1, &a2});
+  const int64_t H = grad.size(2), W = grad.size(3);
+  check_output_map(grad, branches[0], H, W, "grad");
+  check_output_map(code, branches[0], H, W, "code");
+  TORCH_CHECK(grad.scalar_type() == branches[0].scalar_type() && code.scalar_type() == at::kChar,
+              "grad must be of the maps' dtype, code int8");
+  const Geometry g{grad.size(0), grad.size(1), H, W};
+  const auto opts = grad.options().dtype(at::kDouble).memory_format(at::MemoryFormat::Contiguous);
+  at::Tensor dm = at::zeros({g.N, static_cast<int64_t>(branches.size()), g.C}, opts);
+  at::Tensor dcoef = at::zeros({g.N, 4, g.C}, opts);
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "norm_scale_task_backward_sums", [&] {
+    sums_kernel<scalar_t>(branches_of<scalar_t>(branches, H, W), grad.data_ptr<scalar_t>(),
+                          code.data_ptr<int8_t>(), m.data_ptr<scalar_t>(),
+                          a1.data_ptr<scalar_t>(), a2.data_ptr<scalar_t>(),
+                          dm.data_ptr<double>(), dcoef.data_ptr<double>(), g);
+  });
+  return {dm, dcoef};
+}
+
+// writes each branch's gradient into dst[i] (see maps_kernel): the branch's own size (any
+// strides, channels contiguous) or, for a resized branch, the output's size
+void norm_scale_task_backward_maps(const at::Tensor& grad, const at::Tensor& code,
+                                   const std::vector<at::Tensor>& branches, const at::Tensor& m,
+                                   const at::Tensor& a1, const at::Tensor& a2,
+                                   const at::Tensor& k1, const at::Tensor& k2,
+                                   const std::vector<at::Tensor>& dst) {
+  RECORD_FUNCTION("mmdet_dyhead::norm_scale_task_backward", std::vector<c10::IValue>());
+  check_level(branches, m, {&a1, &a2});
+  const int64_t H = grad.size(2), W = grad.size(3);
+  check_output_map(grad, branches[0], H, W, "grad");
+  check_output_map(code, branches[0], H, W, "code");
+  TORCH_CHECK(k1.sizes() == m.sizes() && k2.sizes() == m.sizes() && k1.is_contiguous() &&
+                  k2.is_contiguous() && k1.scalar_type() == m.scalar_type() &&
+                  k2.scalar_type() == m.scalar_type(),
+              "k1, k2 must be contiguous like m");
+  TORCH_CHECK(dst.size() == branches.size(), "one destination per branch");
+  const Geometry g{grad.size(0), grad.size(1), H, W};
+  std::vector<Strided> ds;
+  for (size_t i = 0; i < dst.size(); ++i) {
+    const Strided d = strided(dst[i]);
+    const bool resized = branches[i].size(2) != H || branches[i].size(3) != W;
+    TORCH_CHECK(d.N == g.N && d.C == g.C && dst[i].scalar_type() == m.scalar_type() &&
+                    d.H == (resized ? H : branches[i].size(2)) &&
+                    d.W == (resized ? W : branches[i].size(3)),
+                "destination ", i, " must be its branch's size (the output's if resized)");
+    ds.push_back(d);
+  }
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "norm_scale_task_backward_maps", [&] {
+    std::vector<scalar_t*> dp;
+    for (const auto& d : dst) dp.push_back(d.data_ptr<scalar_t>());
+    maps_kernel<scalar_t>(branches_of<scalar_t>(branches, H, W), grad.data_ptr<scalar_t>(),
+                          code.data_ptr<int8_t>(), m.data_ptr<scalar_t>(),
+                          a1.data_ptr<scalar_t>(), a2.data_ptr<scalar_t>(),
+                          k1.data_ptr<scalar_t>(), k2.data_ptr<scalar_t>(), dp, ds, g);
+  });
 }
 
 }  // namespace
@@ -247,4 +481,8 @@ void bind_norm_scale_task(pybind11::module_& m) {
         "per channel: sum, sum of squares and the bilinear-resized sum of a map, in double");
   m.def("norm_scale_task_forward", &norm_scale_task_forward,
         "GroupNorm-folded scale-aware sum (branches resized on the fly) and dynamic ReLU");
+  m.def("norm_scale_task_backward_sums", &norm_scale_task_backward_sums,
+        "backward, first pass: the sums behind the factors' and coefficients' gradients");
+  m.def("norm_scale_task_backward_maps", &norm_scale_task_backward_maps,
+        "backward, second pass: each branch's map gradient");
 }

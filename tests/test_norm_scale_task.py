@@ -8,7 +8,7 @@ from torch import nn
 
 from mmdet_dyhead import DynamicHead
 from mmdet_dyhead.models.dynamic_head import DynamicHeadBlock
-from mmdet_dyhead.ops import cpu_ext
+from mmdet_dyhead.ops import cpu_ext, group_view
 from mmdet_dyhead.ops import norm_scale_task as nst
 from mmdet_dyhead.ops.scale_task import scale_task_reference
 from mmdet_dyhead.utils.build import offsets_off_zero
@@ -45,8 +45,8 @@ def _unfused(sources, levels, sizes, weight_of, coefficients_of):
     """The same math with torch's own GroupNorm, resize and the scale/task torch form."""
     outs = []
     for level, size in zip(levels, sizes):
-        feats = [_resize(norm(sources[j][:, c0:c0 + norm.num_channels]), size)
-                 for j, c0, norm in level]
+        feats = [_resize(norm(group_view(sources[j], r0, shape)[:, c0:c0 + norm.num_channels]),
+                         size) for j, r0, shape, c0, norm in level]
         means = [f.mean((2, 3)) for f in feats]
         w = torch.cat([weight_of(m) for m in means], 1) / len(feats)
         mean = sum(w[:, i:i + 1] * m for i, m in enumerate(means))
@@ -55,23 +55,23 @@ def _unfused(sources, levels, sizes, weight_of, coefficients_of):
 
 
 def _case(affine, g, N=2, C=16):
-    """Conv outputs as DynamicHead's: a plain one, stacked (2C) ones whose second half is a
-    coarser branch to upsample, and finer ones (one of another size, resized)."""
+    """Conv outputs as DynamicHead's: rows of a plain conv, of a stacked (2C) one whose second
+    half holds coarser branches to upsample, and of finer ones (one of another size, resized)."""
     norms = [nn.GroupNorm(4, C, affine=affine).double() for _ in range(3)]
     if affine:
         for n in norms:
             n.weight.data.uniform_(0.5, 1.5, generator=g)
             n.bias.data.uniform_(-1, 1, generator=g)
 
-    def cl(*shape):
-        return torch.randn(*shape, generator=g, dtype=torch.float64).contiguous(
-            memory_format=torch.channels_last)
+    def rows(channels, *sizes):
+        return torch.randn(sum(N * h * w for h, w in sizes), channels, generator=g,
+                           dtype=torch.float64)
 
-    sources = [cl(N, C, 9, 11), cl(N, 2 * C, 5, 6) + 2, cl(N, 2 * C, 3, 3), cl(N, C, 5, 5),
-               cl(N, C, 3, 3)]
-    levels = [[(0, 0, norms[0]), (1, C, norms[2])],
-              [(1, 0, norms[0]), (3, 0, norms[1]), (2, C, norms[2])],
-              [(2, 0, norms[0]), (4, 0, norms[1])]]
+    sources = [rows(C, (9, 11)), rows(2 * C, (5, 6), (3, 3)) + 2, rows(C, (5, 5), (3, 3))]
+    levels = [[(0, 0, (N, 9, 11), 0, norms[0]), (1, 0, (N, 5, 6), C, norms[2])],
+              [(1, 0, (N, 5, 6), 0, norms[0]), (2, 0, (N, 5, 5), 0, norms[1]),
+               (1, N * 30, (N, 3, 3), C, norms[2])],
+              [(1, N * 30, (N, 3, 3), 0, norms[0]), (2, N * 25, (N, 3, 3), 0, norms[1])]]
     sizes = [(9, 11), (5, 6), (3, 3)]
     lin, mlp = nn.Linear(C, 1).double(), nn.Linear(C, 4 * C).double()
 
@@ -109,15 +109,19 @@ def test_folded_passes_equal_norms_resizes_and_scale_task_with_gradients(affine)
 
 
 def test_what_the_folded_passes_do_not_take():
-    x = torch.randn(1, 8, 3, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(9, 8, dtype=torch.float64)
     gn = nn.GroupNorm(2, 8).double()
-    assert nst.fusable([x], [[(0, 0, gn)]])
-    assert not nst.fusable([x.contiguous()], [[(0, 0, gn)]])  # channels not contiguous
-    assert not nst.fusable([x.float(), x], [[(0, 0, gn)], [(1, 0, gn)]])  # mixed dtypes
-    assert not nst.fusable([x, x], [[(0, 0, gn), (1, 0, nn.GroupNorm(4, 8).double())]])
-    assert not nst.fusable([x], [[(0, 0, nn.BatchNorm2d(8).double())]])
-    assert not nst.fusable([x] * 4, [[(i, 0, gn) for i in range(4)]])  # at most 3 branches
-    assert not nst.fusable([x.bfloat16()], [[(0, 0, gn)]])
+
+    def level(*sources):
+        return [(j, 0, (1, 3, 3), 0, gn) for j in sources]
+
+    assert nst.fusable([x], [level(0)])
+    assert not nst.fusable([x.t()], [level(0)])  # rows not contiguous
+    assert not nst.fusable([x.float(), x], [level(0), level(1)])  # mixed dtypes
+    assert not nst.fusable([x, x], [level(0) + [(1, 0, (1, 3, 3), 0, nn.GroupNorm(4, 8))]])
+    assert not nst.fusable([x], [[(0, 0, (1, 3, 3), 0, nn.BatchNorm2d(8).double())]])
+    assert not nst.fusable([x] * 4, [level(0, 1, 2, 3)])  # at most 3 branches a level
+    assert not nst.fusable([x.bfloat16()], [level(0)])
 
 
 @pytest.mark.parametrize('sizes', [[(12, 13), (6, 7), (3, 4)],  # stride-2 sizes

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import modulated_deform_conv2d_levels
+from ..ops import modulated_deform_conv2d_groups, modulated_deform_conv2d_levels
 from . import options
 from .deform_conv_norm import (
     DeformConvNorm,
@@ -225,8 +225,7 @@ class SpatialAwareAttention(nn.Module):
 
     def branches(self, feats: Sequence[Tensor], stacked: List[Tensor],
                  finer: List[Optional[Tensor]]) -> List[List[Tensor]]:
-        """``forward``'s result from ``_conv_outputs``' (what ``raw`` gives): the norms, then
-        the resizes."""
+        """``forward``'s result from ``_conv_outputs``': the norms, then the resizes."""
         return self._resized(feats, *self._normed(*self._halves(stacked, finer)))
 
     @staticmethod
@@ -249,26 +248,39 @@ class SpatialAwareAttention(nn.Module):
                 and resolve_dcn_impl(self.dcn_impl, feats[0]) == 'torch'
                 and not torch.onnx.is_in_onnx_export())  # export: one node per conv
 
-    def raw(self, feats: Sequence[Tensor]
-            ) -> Tuple[List[Tensor], List[List[Tuple[int, int, nn.Module]]]]:
+    def raw(self, feats: Sequence[Tensor]) -> Tuple[List[Tensor], List[List[tuple]]]:
         """What ``forward`` gives before its norms and resizes (only where ``batched(feats)``):
-        the conv outputs, and for each level its 1 to 3 branches in ``forward``'s order as
-        (index of the output it lies in, its first channel there, the norm it is owed).
+        the conv outputs as rows (P, C_s), and for each level its 1 to 3 branches in
+        ``forward``'s order as (output index, first row, (N, H, W), first channel, norm).
 
-        The outputs: level 0's same-level branch (N, C_out, H_0, W_0); for each level l >= 1 its
-        same-level branch and level l-1's coarser one, stacked (N, 2 C_out, H_l, W_l); for each
-        level l >= 1 its finer branch (at the stride-2 size of level l-1)."""
+        The outputs: level 0's same-level branch (C_out channels); the same-level branches of
+        levels l >= 1 stacked with the coarser branches of levels l - 1 (2 C_out channels: one
+        sampling, see above); the finer branches of levels l >= 1 (C_out channels). Returned
+        whole, not as per-level views, so that a backward can write each one's gradient whole."""
         num_levels, cout = len(feats), self.same.conv.out_channels
-        stacked, finer = self._conv_outputs(feats, *self._offsets(feats))
+        offs, masks, fine_offs, fine_masks = self._offsets(feats)
+        convs = [self.same.conv] + ([self.coarser.conv] if num_levels > 1 else [])
+        bias = None if convs[0].bias is None else torch.cat([c.bias for c in convs])
+        sources, where = modulated_deform_conv2d_groups(
+            feats, offs, masks, tap_major(*(c.weight for c in convs)), bias, 1, 1, 1,
+            [cout] + [2 * cout] * (num_levels - 1))
+        fine_where = []
+        if num_levels > 1:
+            conv = self.finer.conv
+            fine, fine_where = modulated_deform_conv2d_groups(
+                feats[:-1], fine_offs[1:], fine_masks[1:], tap_major(conv.weight), conv.bias, 2,
+                1, 1)
+            fine_where = [(len(sources) + g, r0, shape) for g, r0, shape in fine_where]
+            sources = sources + fine
         levels = []
         for level in range(num_levels):
-            branches = [(level, 0, self.same.norm)]
+            branches = [(*where[level], 0, self.same.norm)]
             if level > 0:
-                branches.append((num_levels + level - 1, 0, self.finer.norm))
+                branches.append((*fine_where[level - 1], 0, self.finer.norm))
             if level < num_levels - 1:
-                branches.append((level + 1, cout, self.coarser.norm))
+                branches.append((*where[level + 1], cout, self.coarser.norm))
             levels.append(branches)
-        return stacked + finer[1:], levels
+        return sources, levels
 
     def _offsets(self, feats):
         """Per level: offsets and masks, and the finer branch's (of its own size)."""

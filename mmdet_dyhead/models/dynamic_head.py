@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 from torch.utils.checkpoint import checkpoint
 
+from ..ops import group_view
 from ..ops.norm_scale_task import fusable as fold_fusable
 from ..ops.norm_scale_task import norm_scale_task
 from ..ops.scale_task import fusable, scale_task
@@ -19,7 +20,7 @@ from .attentions import (
     TaskAwareAttention,
     global_average,
 )
-from .deform_conv_norm import stride2_size
+from .deform_conv_norm import resize_to, stride2_size
 
 DEFAULT_NORM = dict(type='GN', num_groups=16, requires_grad=True)
 
@@ -65,10 +66,9 @@ class DynamicHeadBlock(nn.Module):
                 return norm_scale_task(sources, levels, sizes, self.scale.weight_of,
                                        self.task.coefficients_of, self._fold_params())
             # the C++ passes cannot take these outputs: the norms and resizes one by one
-            num_levels = len(feats)
-            branches = self.spatial.branches(feats, sources[:num_levels],
-                                             [None] + sources[num_levels:])
-            return [self.scale_task(b) for b in branches]
+            return [self.scale_task([resize_to(norm(group_view(sources[j], r0, shape)[
+                :, c0:c0 + self.spatial.same.conv.out_channels]), size)
+                for j, r0, shape, c0, norm in level]) for level, size in zip(levels, sizes)]
         return [self.scale_task(branches) for branches in self.spatial(feats)]
 
     def _foldable(self, feats: Sequence[Tensor]) -> bool:
@@ -77,9 +77,9 @@ class DynamicHeadBlock(nn.Module):
         spatial = self.spatial
         if torch.jit.is_tracing() or torch.compiler.is_compiling():  # they see the plain ops
             return False
-        if torch.is_autocast_enabled('cpu') or feats[0].dtype not in (torch.float32,
-                                                                       torch.float64):
-            return False  # bf16 convs: the C++ passes take fp32 and fp64
+        if (feats[0].device.type != 'cpu' or torch.is_autocast_enabled('cpu')
+                or feats[0].dtype not in (torch.float32, torch.float64)):
+            return False  # the C++ passes take fp32 and fp64 on a CPU (not bf16 convs)
         return (isinstance(self.scale, ScaleAwareAttention)
                 and isinstance(self.task, TaskAwareAttention) and spatial.batched(feats)
                 and not any(_hooked(m) for m in (self.scale, self.task, spatial.same.norm,

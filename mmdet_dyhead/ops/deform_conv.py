@@ -568,6 +568,39 @@ def modulated_deform_conv2d_levels(xs: Sequence[Tensor], offsets: Sequence[Tenso
     Returns:
         one (N_i, out_channels[i], Ho_i, Wo_i) map per input, channels-last memory.
     """
+    groups, where = modulated_deform_conv2d_groups(xs, offsets, masks, weight, bias, stride,
+                                                   padding, dilation, out_channels)
+    outs = []  # each input's rows of its group -> (N, cout, Ho, Wo), channels last
+    for g, group in enumerate(groups):
+        mine = [w for w in where if w[0] == g]
+        # one split, not a slice per input: a slice's backward pads its gradient with zeros to
+        # the whole group's size, and autograd then adds those up
+        parts = group.split([n * h * w for _, _, (n, h, w) in mine]) if len(mine) > 1 \
+            else [group]
+        for rows, (_, _, (n, h, w)) in zip(parts, mine):
+            outs.append(rows.view(n, h, w, group.shape[1]).permute(0, 3, 1, 2))
+    return outs
+
+
+# where an input's output rows lie: (group, first row, (N, Ho, Wo))
+Where = Tuple[int, int, Tuple[int, int, int]]
+
+
+def group_view(group: Tensor, first_row: int, shape) -> Tensor:
+    """An input's (N, cout_g, Ho, Wo) channels-last view of its group's rows (P_g, cout_g)."""
+    n, h, w = shape
+    return group.narrow(0, first_row, n * h * w).view(n, h, w, group.shape[1]).permute(0, 3, 1, 2)
+
+
+def modulated_deform_conv2d_groups(xs: Sequence[Tensor], offsets: Sequence[Tensor],
+                                   masks: Sequence[Tensor], weight: Tensor,
+                                   bias: Optional[Tensor] = None, stride=1, padding=0,
+                                   dilation=1, out_channels: Optional[Sequence[int]] = None
+                                   ) -> Tuple[List[Tensor], List[Where]]:
+    """``modulated_deform_conv2d_levels`` before the per-input views: the output rows (P_g,
+    cout_g) of each group of consecutive inputs with the same out_channels, and per input where
+    its rows lie (group, first row, (N, Ho, Wo)); ``group_view`` makes its map. For a caller whose
+    backward writes each group's gradient whole (no split of the rows to undo)."""
     if not (len(xs) == len(offsets) == len(masks)) or not xs:
         raise ValueError(f'need as many inputs, offsets and masks (at least one), got '
                          f'{len(xs)}, {len(offsets)} and {len(masks)}')
@@ -591,16 +624,13 @@ def modulated_deform_conv2d_levels(xs: Sequence[Tensor], offsets: Sequence[Tenso
         weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
     groups = deform_conv2d_levels_op(list(xs), list(offsets), list(masks), weight, bias,
                                      list(stride), list(padding), list(dilation), list(couts))
-    outs = []  # each input's rows of its group -> (N, cout, Ho, Wo), channels last
-    for group, run in zip(groups, _runs(couts)):
-        # one split, not a slice per input: a slice's backward pads its gradient with zeros to
-        # the whole group's size, and autograd then adds those up
-        parts = group.split([_positions(xs[i], offsets[i]) for i in run]) if len(run) > 1 \
-            else [group]
-        for i, rows in zip(run, parts):
-            outs.append(rows.view(xs[i].shape[0], *offsets[i].shape[2:], couts[i])
-                        .permute(0, 3, 1, 2))
-    return outs
+    where = []
+    for g, run in enumerate(_runs(couts)):
+        row = 0
+        for i in run:
+            where.append((g, row, (int(xs[i].shape[0]), *map(int, offsets[i].shape[2:]))))
+            row += _positions(xs[i], offsets[i])
+    return list(groups), where
 
 
 def modulated_deform_conv2d(x: Tensor, offset: Tensor, mask: Tensor, weight: Tensor,

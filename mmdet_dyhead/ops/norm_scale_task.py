@@ -27,22 +27,23 @@ import torch
 from torch import Tensor, nn
 
 from . import cpu_ext
+from .deform_conv import group_view
 
-# a level's branch: (index of the conv output it lies in, its first channel there, its norm)
-Branch = Tuple[int, int, nn.GroupNorm]
+# a level's branch: the conv output rows (P, C_s) it lies in (an index into the sources), its
+# first row there, its (N, H, W), its first channel, and its norm
+Branch = Tuple[int, int, Tuple[int, int, int], int, nn.GroupNorm]
 
 
 def fusable(sources: Sequence[Tensor], levels: Sequence[Sequence[Branch]]) -> bool:
-    """Whether the C++ passes take these conv outputs and branches: CPU, fp32/fp64, one N and
-    dtype, channels contiguous, 1 to 3 branches per level, GroupNorms alike in groups, eps and
-    affine, not exported or traced, the extension built."""
-    norms = [n for level in levels for _, _, n in level]
+    """Whether the C++ passes take these conv outputs and branches: CPU, fp32/fp64 rows of one
+    dtype, 1 to 3 branches per level, GroupNorms alike in groups, eps and affine, not exported
+    or traced, the extension built."""
+    norms = [b[-1] for level in levels for b in level]
     if not norms or not all(1 <= len(v) <= 3 for v in levels):
         return False
     s0, n0 = sources[0], norms[0]
     return (s0.device.type == 'cpu' and s0.dtype in (torch.float32, torch.float64)
-            and all(s.dim() == 4 and s.dtype == s0.dtype and s.shape[0] == s0.shape[0]
-                    and s.stride(1) == 1 for s in sources)
+            and all(s.dim() == 2 and s.dtype == s0.dtype and s.is_contiguous() for s in sources)
             and all(isinstance(n, nn.GroupNorm) and n.num_groups == n0.num_groups
                     and n.eps == n0.eps and n.affine == n0.affine for n in norms)
             and not torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing()
@@ -81,19 +82,25 @@ class _Plan:
     def __init__(self, sources, levels, sizes, weight_of, coefficients_of):
         self.levels, self.sizes = levels, [(int(h), int(w)) for h, w in sizes]
         self.weight_of, self.coefficients_of = weight_of, coefficients_of
-        self.C = levels[0][0][2].num_channels
+        self.C = levels[0][0][-1].num_channels
         self.branches = [b for level in levels for b in level]
-        self.norms = [n for _, _, n in self.branches]
+        self.norms = [b[-1] for b in self.branches]
         self.level_of = torch.tensor([i for i, level in enumerate(levels) for _ in level])
         self.out_sizes = [self.sizes[i] for i in self.level_of.tolist()]
-        shapes = [sources[j].shape[2:] for j, _, _ in self.branches]
+        shapes = [b[2][1:] for b in self.branches]
+        # the backward writes each source's gradient through the branches: they must cover it
+        assert sum(b[2][0] * h * w * self.C for b, (h, w) in zip(self.branches, shapes)) == \
+            sum(s.numel() for s in sources), 'the branches must cover the conv outputs once'
+
         self.resized = [tuple(s) != o for s, o in zip(shapes, self.out_sizes)]
         self.counts = torch.tensor([s[0] * s[1] for s in shapes], dtype=torch.float64)
         self.level_counts = torch.tensor([h * w for h, w in self.out_sizes], dtype=torch.float64)
         self.per_level = torch.tensor([len(level) for level in levels], dtype=torch.float64)
 
     def maps(self, sources) -> List[Tensor]:
-        return [sources[j][:, c0:c0 + self.C] for j, c0, _ in self.branches]
+        """Each branch's (N, C, H, W) view of its rows: channels-last strides, maybe strided."""
+        return [group_view(sources[j], r0, shape)[:, c0:c0 + self.C]
+                for j, r0, shape, c0, _ in self.branches]
 
     def spans(self):
         first = 0
@@ -186,12 +193,12 @@ class _NormScaleTask(torch.autograd.Function):
         k1 = d_moments[:, :, 0] + torch.where(torch.tensor(plan.resized).view(-1, 1, 1), 0,
                                               d_moments[:, :, 2])
         k_resized, k2 = d_moments[:, :, 2], 2 * d_moments[:, :, 1]
-        source_grads = [torch.empty_like(s, dtype=m.dtype, memory_format=cl) for s in sources]
+        source_grads = [torch.empty_like(s, dtype=m.dtype) for s in sources]
+        dst_maps = plan.maps(source_grads)
         for i, span in enumerate(plan.spans()):
             dst, fixups = [], []
             for b in range(span.start, span.stop):
-                j, c0, _ = plan.branches[b]
-                view = source_grads[j][:, c0:c0 + plan.C]
+                view = dst_maps[b]
                 if plan.resized[b]:
                     dst.append(torch.empty_like(grads[i]))
                     fixups.append((b, view, dst[-1]))
@@ -219,12 +226,21 @@ def norm_scale_task(sources: Sequence[Tensor], levels: Sequence[Sequence[Branch]
                     weight_of: Callable[[Tensor], Tensor],
                     coefficients_of: Callable[[Tensor], Tuple[Tensor, ...]],
                     params: Sequence[Tensor] = ()) -> List[Tensor]:
-    """See the module's docstring. sources: the conv outputs (N, C_s, H_s, W_s), any strides with
-    contiguous channels; levels: per level, its 1 to 3 branches (output index, first channel,
-    GroupNorm); sizes: per level (H, W); weight_of: averages (M, C) -> scale weights (M, 1);
-    coefficients_of: averages (M, C) -> a1, b1, a2, b2 (M, C); params: every parameter the norms,
-    weight_of and coefficients_of use (their gradients). Returns per level (N, C, H, W),
-    channels-last."""
+    """See the module's docstring.
+
+    Args:
+        sources: the conv outputs as contiguous rows (P, C_s), as
+            ``modulated_deform_conv2d_groups`` gives them.
+        levels: per level, its 1 to 3 branches (source index, first row, (N, H, W), first
+            channel, GroupNorm); together they must cover the sources once.
+        sizes: per level, its (H, W).
+        weight_of: averages (M, C) -> scale weights (M, 1).
+        coefficients_of: averages (M, C) -> a1, b1, a2, b2 (M, C).
+        params: every parameter the norms, weight_of and coefficients_of use (for their
+            gradients).
+    Returns:
+        per level (N, C, H, W), channels-last.
+    """
     plan = _Plan(sources, levels, sizes, weight_of, coefficients_of)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (*sources, *params)):
         return list(_NormScaleTask.apply(plan, len(sources), *sources, *params))

@@ -108,6 +108,28 @@ def test_folded_passes_equal_norms_resizes_and_scale_task_with_gradients(affine)
             torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
 
 
+def test_bf16_maps_compute_in_fp32_and_round_once():
+    """bf16 conv outputs (CPU autocast): read as bf16, computed in fp32, output and the maps'
+    gradients rounded to bf16 once; within bf16's rounding of the fp64 math on the same values."""
+    g = torch.Generator().manual_seed(2)
+    sources, levels, sizes, weight_of, coefficients_of, params = _case(True, g)
+    low = [s.bfloat16().requires_grad_() for s in sources]
+    exact = [s.bfloat16().double().requires_grad_() for s in sources]  # the same values
+    got = nst.norm_scale_task(low, levels, sizes,
+                              lambda m: weight_of(m.double()).float(),  # fp32 in and out
+                              lambda m: tuple(t.float() for t in coefficients_of(m.double())),
+                              params)
+    ref = _unfused(exact, levels, sizes, weight_of, coefficients_of)
+    grads = [torch.randn(r.shape, generator=g, dtype=torch.float64).bfloat16() for r in ref]
+    for a, r in zip(got, ref):
+        assert a.dtype == torch.bfloat16
+        torch.testing.assert_close(a.double(), r, rtol=1e-2, atol=1e-2 * r.abs().max().item())
+    for a, r in zip(torch.autograd.grad(got, low, grads),
+                    torch.autograd.grad(ref, exact, [t.double() for t in grads])):
+        assert a.dtype == torch.bfloat16
+        assert ((a.double() - r).norm() / r.norm()).item() < 1e-2
+
+
 def test_what_the_folded_passes_do_not_take():
     x = torch.randn(9, 8, dtype=torch.float64)
     gn = nn.GroupNorm(2, 8).double()
@@ -121,7 +143,8 @@ def test_what_the_folded_passes_do_not_take():
     assert not nst.fusable([x, x], [level(0) + [(1, 0, (1, 3, 3), 0, nn.GroupNorm(4, 8))]])
     assert not nst.fusable([x], [[(0, 0, (1, 3, 3), 0, nn.BatchNorm2d(8).double())]])
     assert not nst.fusable([x] * 4, [level(0, 1, 2, 3)])  # at most 3 branches a level
-    assert not nst.fusable([x.bfloat16()], [level(0)])
+    assert nst.fusable([x.bfloat16()], [level(0)])  # bf16 (autocast's convs) computes in fp32
+    assert not nst.fusable([x.half()], [level(0)])
 
 
 @pytest.mark.parametrize('sizes', [[(12, 13), (6, 7), (3, 4)],  # stride-2 sizes
@@ -165,6 +188,39 @@ def test_dynamic_head_equals_its_unfolded_form(sizes, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     for a, b in zip(grads_f, grads_u):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12 * max(1.0, b.abs().max().item()))
+
+
+def test_under_bf16_autocast_the_fold_runs_and_is_as_close_to_fp32(monkeypatch):
+    """Under CPU bf16 autocast every block folds (bf16 conv outputs in, bf16 out, fp32 inside),
+    and its outputs and gradients are as close to the fp32 model's as the unfolded path's."""
+    torch.manual_seed(0)
+    model = offsets_off_zero(DynamicHead(32, 32, 2, norm_cfg=dict(type='GN', num_groups=4)))
+    feats = [torch.randn(2, 32, h, w) for h, w in [(12, 13), (6, 7), (3, 4)]]
+    calls = []
+    real = nst.norm_scale_task
+    monkeypatch.setattr('mmdet_dyhead.models.dynamic_head.norm_scale_task',
+                        lambda *a: calls.append(1) or real(*a))
+
+    def run(amp):
+        xs = [f.clone().requires_grad_() for f in feats]
+        model.zero_grad()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
+            out = model(xs)
+        g = torch.Generator().manual_seed(1)
+        sum((o.float() * torch.randn(o.shape, generator=g)).sum() for o in out).backward()
+        return (torch.cat([o.float().flatten() for o in out]),
+                torch.cat([x.grad.flatten() for x in xs] + [p.grad.flatten()
+                                                             for p in model.parameters()]))
+
+    fp32 = run(False)
+    calls.clear()
+    folded = run(True)
+    assert len(calls) == len(model.blocks)
+    monkeypatch.setattr('mmdet_dyhead.models.dynamic_head.fold_fusable', lambda *a: False)
+    unfolded = run(True)
+    for f, u, r in zip(folded, unfolded, fp32):
+        err_f, err_u = ((f - r).norm() / r.norm()).item(), ((u - r).norm() / r.norm()).item()
+        assert err_f < 1.5 * err_u + 1e-3, (err_f, err_u)
 
 
 def test_hooked_attentions_see_their_calls():

@@ -203,6 +203,26 @@ def _tool(name):
     return importlib.import_module(name)
 
 
+def test_unfolded_benchmark_model_is_the_default_without_the_fold(monkeypatch):
+    """benchmark_neck's 'ours, unfolded' is 'ours, default' with the GroupNorm/resize fold off:
+    the same outputs, and the folded passes never run."""
+    import torch
+
+    from mmdet_dyhead.ops import norm_scale_task as nst
+    models = _tool('benchmark_neck').build(32, 1, 'cpu')
+    calls = []
+    monkeypatch.setattr('mmdet_dyhead.models.dynamic_head.norm_scale_task',
+                        lambda *a: calls.append(1) or nst.norm_scale_task(*a))
+    feats = [torch.randn(1, 32, s, s) for s in (8, 4, 2)]
+    with torch.no_grad():
+        folded = models['ours, default'](feats)
+        assert len(calls) == 1
+        unfolded = models['ours, unfolded'](feats)
+    assert len(calls) == 1
+    for a, b in zip(folded, unfolded):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_memory_table_states_each_peak_against_the_stacked_convs():
     r = dict(machine='m', device='cpu', batch=2, channels=8, blocks=1,
              peak_mib={'64x64': {'ours, default': 30.0, '4 stacked convs': 10.0},

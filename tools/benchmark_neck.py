@@ -36,7 +36,7 @@ from mmdet_dyhead.utils.report import write_report  # noqa: E402
 from mmdet_dyhead.utils.timing import sync  # noqa: E402
 
 IMPLS = ['mmdet DyHead', 'ours, mmcv kernel', 'ours, torch kernel', 'ours, default',
-         'ours, with_cp', '4 stacked convs']
+         'ours, unfolded', 'ours, with_cp', '4 stacked convs']
 
 
 def pyramid_sizes(h: int, w: int):
@@ -85,6 +85,11 @@ def build(channels: int, blocks: int, device: str, seed: int = 0):
     }
     models['ours, with_cp'] = from_mmdet_dyhead(ref, dcn_impl='auto', legacy_offsets=False)
     models['ours, with_cp'].with_cp = True  # each block recomputed in the backward
+    # the default without the GroupNorm/resize fold (ops.norm_scale_task): the norms, resizes and
+    # scale/task pass one by one, as before the fold, to measure what it saves
+    models['ours, unfolded'] = from_mmdet_dyhead(ref, dcn_impl='auto', legacy_offsets=False)
+    for block in models['ours, unfolded'].blocks:
+        block._foldable = lambda feats: False
     return {k: m.to(device) for k, m in models.items()}
 
 

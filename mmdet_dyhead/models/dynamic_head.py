@@ -77,9 +77,14 @@ class DynamicHeadBlock(nn.Module):
         spatial = self.spatial
         if torch.jit.is_tracing() or torch.compiler.is_compiling():  # they see the plain ops
             return False
-        if (feats[0].device.type != 'cpu' or torch.is_autocast_enabled('cpu')
-                or feats[0].dtype not in (torch.float32, torch.float64)):
-            return False  # the C++ passes take fp32 and fp64 on a CPU (not bf16 convs)
+        dtype = feats[0].dtype
+        if torch.is_autocast_enabled('cpu'):  # bf16 convs: the passes read bf16, compute fp32
+            ok = (dtype in (torch.float32, torch.bfloat16)  # a folded block's output is bf16
+                  and torch.get_autocast_dtype('cpu') == torch.bfloat16)
+        else:
+            ok = dtype in (torch.float32, torch.float64)
+        if feats[0].device.type != 'cpu' or not ok:
+            return False
         return (isinstance(self.scale, ScaleAwareAttention)
                 and isinstance(self.task, TaskAwareAttention) and spatial.batched(feats)
                 and not any(_hooked(m) for m in (self.scale, self.task, spatial.same.norm,

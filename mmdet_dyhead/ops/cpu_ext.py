@@ -18,6 +18,7 @@ from ..utils.machine import cpuinfo_field
 
 SOURCES = [osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', name)
            for name in ('deform_sample.cpp', 'scale_task.cpp', 'norm_scale_task.cpp')]
+HEADERS = [osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', 'dtypes.h')]  # in the build key
 
 
 def enabled() -> bool:
@@ -33,7 +34,7 @@ def load():
         import torch
         from torch.utils.cpp_extension import load as build
         src = b''
-        for path in SOURCES:
+        for path in SOURCES + HEADERS:
             with open(path, 'rb') as f:
                 src += f.read()
         # -march=native: the name carries the CPU's feature flags, so a cache shared between

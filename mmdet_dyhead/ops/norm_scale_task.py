@@ -35,14 +35,15 @@ Branch = Tuple[int, int, Tuple[int, int, int], int, nn.GroupNorm]
 
 
 def fusable(sources: Sequence[Tensor], levels: Sequence[Sequence[Branch]]) -> bool:
-    """Whether the C++ passes take these conv outputs and branches: CPU, fp32/fp64 rows of one
-    dtype, 1 to 3 branches per level, GroupNorms alike in groups, eps and affine, not exported
+    """Whether the C++ passes take these conv outputs and branches: CPU, fp32/fp64/bf16 rows of
+    one dtype (bf16 computes and returns fp32, as GroupNorm under autocast), 1 to 3 branches per
+    level, GroupNorms alike in groups, eps and affine, not exported
     or traced, the extension built."""
     norms = [b[-1] for level in levels for b in level]
     if not norms or not all(1 <= len(v) <= 3 for v in levels):
         return False
     s0, n0 = sources[0], norms[0]
-    return (s0.device.type == 'cpu' and s0.dtype in (torch.float32, torch.float64)
+    return (s0.device.type == 'cpu' and s0.dtype in (torch.float32, torch.float64, torch.bfloat16)
             and all(s.dim() == 2 and s.dtype == s0.dtype and s.is_contiguous() for s in sources)
             and all(isinstance(n, nn.GroupNorm) and n.num_groups == n0.num_groups
                     and n.eps == n0.eps and n.affine == n0.affine for n in norms)
@@ -130,9 +131,15 @@ def _factors(plan: _Plan, moments: Tensor, dtype) -> Tuple[Tensor, ...]:
                                        b2 + a2 * const))
 
 
-def _level_args(plan, maps, m, a1, b1, a2, b2, i, span):
+def _level_args(maps, m, a1, b1, a2, b2, i, span):
+    """Level i's arguments of the C++ forward: its branches, (N, L', C) factors, (N, C) rest."""
     return (maps[span], m[span].transpose(0, 1).contiguous(), a1[i].contiguous(),
             b1[i].contiguous(), a2[i].contiguous(), b2[i].contiguous())
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    """The arithmetic's dtype of maps of ``dtype``: fp32 for bf16."""
+    return torch.float32 if dtype == torch.bfloat16 else dtype
 
 
 def _forward(plan: _Plan, sources, with_code: bool):
@@ -140,11 +147,11 @@ def _forward(plan: _Plan, sources, with_code: bool):
     maps = plan.maps(sources)
     moments = channel_moments(maps, plan.out_sizes)
     with torch.no_grad():
-        m, a1, b1, a2, b2 = _factors(plan, moments, maps[0].dtype)
+        m, a1, b1, a2, b2 = _factors(plan, moments, _acc(maps[0].dtype))
     outs, codes = [], []
     for i, span in enumerate(plan.spans()):
         h, w = plan.sizes[i]
-        res = ext.norm_scale_task_forward(*_level_args(plan, maps, m, a1, b1, a2, b2, i, span),
+        res = ext.norm_scale_task_forward(*_level_args(maps, m, a1, b1, a2, b2, i, span),
                                           h, w, with_code)
         outs.append(res[0])
         codes.extend(res[1:])
@@ -159,6 +166,9 @@ class _NormScaleTask(torch.autograd.Function):
         outs, codes, moments, (m, a1, a2) = _forward(plan, sources, with_code=True)
         ctx.plan, ctx.num_sources = plan, num_sources
         ctx.params = tensors[num_sources:]
+        # the backward runs the small math again, as the forward ran it (under autocast, its
+        # linear layers in bf16)
+        ctx.autocast = torch.is_autocast_enabled('cpu'), torch.get_autocast_dtype('cpu')
         ctx.save_for_backward(moments, m, a1, a2, *sources, *codes)
         return tuple(outs)
 
@@ -170,8 +180,8 @@ class _NormScaleTask(torch.autograd.Function):
         sources, codes = rest[:ctx.num_sources], rest[ctx.num_sources:]
         maps = plan.maps(sources)
         cl = torch.channels_last
-        grads = [torch.zeros_like(c, dtype=m.dtype) if g is None else g.contiguous(memory_format=cl)
-                 for g, c in zip(grads, codes)]
+        grads = [torch.zeros_like(c, dtype=maps[0].dtype) if g is None
+                 else g.contiguous(memory_format=cl) for g, c in zip(grads, codes)]
         dm, dcoef = [], []
         for i, span in enumerate(plan.spans()):
             lm, la1, la2 = (m[span].transpose(0, 1).contiguous(), a1[i].contiguous(),
@@ -182,8 +192,9 @@ class _NormScaleTask(torch.autograd.Function):
             dcoef.append(d_c)
         dcoef = torch.stack(dcoef)  # (L, N, 4, C)
         params = [p for p in ctx.params if p.requires_grad]
-        with torch.enable_grad():  # the small math again, to take its gradient
-            leaf = moments.detach().requires_grad_()
+        enabled, dtype = ctx.autocast
+        with torch.enable_grad(), torch.autocast('cpu', dtype=dtype, enabled=enabled):
+            leaf = moments.detach().requires_grad_()  # the small math again, for its gradient
             small = _factors(plan, leaf, m.dtype)
             d_small = [torch.cat(dm).to(m.dtype)] + [dcoef[:, :, k].to(m.dtype) for k in range(4)]
             d_moments, *d_params = torch.autograd.grad(small, [leaf] + params, d_small,
@@ -193,17 +204,18 @@ class _NormScaleTask(torch.autograd.Function):
         k1 = d_moments[:, :, 0] + torch.where(torch.tensor(plan.resized).view(-1, 1, 1), 0,
                                               d_moments[:, :, 2])
         k_resized, k2 = d_moments[:, :, 2], 2 * d_moments[:, :, 1]
-        source_grads = [torch.empty_like(s, dtype=m.dtype) for s in sources]
+        source_grads = [torch.empty_like(s) for s in sources]
         dst_maps = plan.maps(source_grads)
         for i, span in enumerate(plan.spans()):
             dst, fixups = [], []
             for b in range(span.start, span.stop):
                 view = dst_maps[b]
                 if plan.resized[b]:
-                    dst.append(torch.empty_like(grads[i]))
+                    dst.append(torch.empty_like(grads[i], dtype=m.dtype))
                     fixups.append((b, view, dst[-1]))
                 else:
                     dst.append(view)
+            # a resized branch's map gets its resized sum's share at the output's size
             k1_level = torch.where(torch.tensor(plan.resized[span]).view(-1, 1, 1), k_resized[span],
                                    k1[span])
             ext.norm_scale_task_backward_maps(

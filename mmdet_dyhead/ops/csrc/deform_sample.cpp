@@ -22,6 +22,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include "dtypes.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -35,23 +37,8 @@
 
 namespace {
 
-// bf16 travels as its raw bits: plain integer shifts that the compiler vectorises
-inline float load(const float* p, int64_t i) { return p[i]; }
-inline double load(const double* p, int64_t i) { return p[i]; }
-inline float load(const uint16_t* p, int64_t i) {
-  const uint32_t u = static_cast<uint32_t>(p[i]) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-inline void store(float* p, int64_t i, float v) { p[i] = v; }
-inline void store(double* p, int64_t i, double v) { p[i] = v; }
-inline void store(uint16_t* p, int64_t i, float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, sizeof u);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;  // to nearest, ties to even
-  p[i] = v != v ? static_cast<uint16_t>(0x7FC0) : static_cast<uint16_t>(rounded);  // NaN stays NaN
-}
+using mmdet_dyhead::load;
+using mmdet_dyhead::store;
 
 // Row operations of the loops below, n contiguous elements. The generic forms are plain loops the
 // compiler vectorises; for bf16 data the narrowing and widening defeat its vectoriser (it picks

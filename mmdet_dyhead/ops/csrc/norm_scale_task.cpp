@@ -19,11 +19,20 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include "dtypes.h"
+
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace {
+
+using mmdet_dyhead::load;
+using mmdet_dyhead::store;
+
+// T: the maps' element type (bf16 as its bits under CPU autocast; the output and its gradient
+// share it), A: the arithmetic's (fp32 for bf16: factors, coefficients, every sum)
 
 // torch's bilinear resize with align_corners=True along one axis, output index t: the two source
 // indices and their weights, computed as upsample_bilinear2d does (scale in the data's type)
@@ -62,8 +71,18 @@ Strided strided(const at::Tensor& x) {
   return {x.size(0), x.size(1), x.size(2), x.size(3), x.stride(0), x.stride(2), x.stride(3)};
 }
 
-template <typename A>
-void moments_kernel(const A* x, const Strided& s, const std::vector<double>& rw,
+// calls f(T*-typed null, A*-typed null) for the maps' (element, arithmetic) types
+template <typename F>
+void dispatch(at::ScalarType t, F f) {
+  if (t == at::kFloat) f(static_cast<float*>(nullptr), static_cast<float*>(nullptr));
+  else if (t == at::kDouble) f(static_cast<double*>(nullptr), static_cast<double*>(nullptr));
+  else f(static_cast<uint16_t*>(nullptr), static_cast<float*>(nullptr));
+}
+
+at::ScalarType acc_type(at::ScalarType t) { return t == at::kBFloat16 ? at::kFloat : t; }
+
+template <typename T, typename A>
+void moments_kernel(const T* x, const Strided& s, const std::vector<double>& rw,
                     const std::vector<double>& cw, double* out) {
   const int64_t C = s.C, rows = s.N * s.H;
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
@@ -82,10 +101,13 @@ void moments_kernel(const A* x, const Strided& s, const std::vector<double>& rw,
         A* __restrict__ q2 = r2.data();
         A* __restrict__ q3 = r3.data();
         for (int64_t w = 0; w < s.W; ++w) {
-          const A* __restrict__ v = x + n * s.sn + h * s.sh + w * s.sw;
+          const T* __restrict__ v = x + n * s.sn + h * s.sh + w * s.sw;
           const A k = static_cast<A>(cw[w]);
 #pragma omp simd
-          for (int64_t c = 0; c < C; ++c) q1[c] += v[c], q2[c] += v[c] * v[c], q3[c] += k * v[c];
+          for (int64_t c = 0; c < C; ++c) {
+            const A e = load(v, c);
+            q1[c] += e, q2[c] += e * e, q3[c] += k * e;
+          }
         }
         // a row's sums (at most a few hundred terms) in A, the rows' in double
         double* o = part.data() + (p * s.N + n) * 3 * C;
@@ -108,8 +130,8 @@ at::Tensor channel_moments(const std::vector<at::Tensor>& maps,
   RECORD_FUNCTION("mmdet_dyhead::group_norm_moments", std::vector<c10::IValue>());
   TORCH_CHECK(!maps.empty() && maps.size() == sizes.size(), "one size per map, at least one map");
   const auto dtype = maps[0].scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
-              "channel_moments takes float32 or float64 maps");
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16,
+              "channel_moments takes float32, float64 or bfloat16 maps");
   const int64_t B = static_cast<int64_t>(maps.size()), N = maps[0].size(0), C = maps[0].size(1);
   at::Tensor out = at::zeros({B, N, 3, C}, maps[0].options().dtype(at::kDouble));
   for (int64_t b = 0; b < B; ++b) {
@@ -119,12 +141,14 @@ at::Tensor channel_moments(const std::vector<at::Tensor>& maps,
     TORCH_CHECK(sizes[b].size() == 2 && sizes[b][0] > 0 && sizes[b][1] > 0,
                 "each resized size must be two positive ints");
     const int64_t oh = sizes[b][0], ow = sizes[b][1];
-    AT_DISPATCH_FLOATING_TYPES(dtype, "channel_moments", [&] {
+    dispatch(dtype, [&](auto* t, auto* a) {
+      using T = std::remove_pointer_t<decltype(t)>;
+      using A = std::remove_pointer_t<decltype(a)>;
       const bool same = oh == s.H && ow == s.W;
-      const auto rw = same ? std::vector<double>(s.H, 1.0) : Axis<scalar_t>(s.H, oh).weights(s.H);
-      const auto cw = same ? std::vector<double>(s.W, 1.0) : Axis<scalar_t>(s.W, ow).weights(s.W);
-      moments_kernel<scalar_t>(maps[b].data_ptr<scalar_t>(), s, rw, cw,
-                               out.data_ptr<double>() + b * N * 3 * C);
+      const auto rw = same ? std::vector<double>(s.H, 1.0) : Axis<A>(s.H, oh).weights(s.H);
+      const auto cw = same ? std::vector<double>(s.W, 1.0) : Axis<A>(s.W, ow).weights(s.W);
+      moments_kernel<T, A>(static_cast<const T*>(maps[b].data_ptr()), s, rw, cw,
+                           out.data_ptr<double>() + b * N * 3 * C);
     });
   }
   return out;
@@ -141,36 +165,46 @@ inline int8_t sign_code(A y1, A y2) {
   return y1 > y2 ? 1 : (y1 < y2 ? -1 : (y1 == y2 ? 0 : 2));
 }
 
-template <typename A>
+template <typename T, typename A>
 struct Branch {
-  const A* x;
+  const T* x;
   Strided s;
   bool resized;
   Axis<A> ay, ax;
 };
 
-// the branch's channels at output position (n, h, w): a pointer into the map or, for a resized
-// branch, upsample_bilinear2d's blend h0l * (w0l * v00 + w1l * v01) + h1l * (w0l * v10 + ...)
-// written into buf
-template <typename A>
-inline const A* value_row(const Branch<A>& b, int64_t n, int64_t h, int64_t w, int64_t C,
+// the branch's channels at output position (n, h, w), in A: a pointer into the map or, for a
+// resized branch (or bf16 data), written into buf; the resize is upsample_bilinear2d's blend
+// h0l * (w0l * v00 + w1l * v01) + h1l * (w0l * v10 + w1l * v11)
+template <typename T, typename A>
+inline const A* value_row(const Branch<T, A>& b, int64_t n, int64_t h, int64_t w, int64_t C,
                           A* __restrict__ buf) {
-  const A* base = b.x + n * b.s.sn;
-  if (!b.resized) return base + h * b.s.sh + w * b.s.sw;
+  const T* base = b.x + n * b.s.sn;
+  if (!b.resized) {
+    const T* __restrict__ v = base + h * b.s.sh + w * b.s.sw;
+    if constexpr (std::is_same<T, A>::value) {
+      return v;
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) buf[c] = load(v, c);
+      return buf;
+    }
+  }
   const A hy0 = b.ay.l0[h], hy1 = b.ay.l1[h], wx0 = b.ax.l0[w], wx1 = b.ax.l1[w];
-  const A* __restrict__ v00 = base + b.ay.i0[h] * b.s.sh + b.ax.i0[w] * b.s.sw;
-  const A* __restrict__ v01 = base + b.ay.i0[h] * b.s.sh + b.ax.i1[w] * b.s.sw;
-  const A* __restrict__ v10 = base + b.ay.i1[h] * b.s.sh + b.ax.i0[w] * b.s.sw;
-  const A* __restrict__ v11 = base + b.ay.i1[h] * b.s.sh + b.ax.i1[w] * b.s.sw;
+  const T* __restrict__ v00 = base + b.ay.i0[h] * b.s.sh + b.ax.i0[w] * b.s.sw;
+  const T* __restrict__ v01 = base + b.ay.i0[h] * b.s.sh + b.ax.i1[w] * b.s.sw;
+  const T* __restrict__ v10 = base + b.ay.i1[h] * b.s.sh + b.ax.i0[w] * b.s.sw;
+  const T* __restrict__ v11 = base + b.ay.i1[h] * b.s.sh + b.ax.i1[w] * b.s.sw;
 #pragma omp simd
   for (int64_t c = 0; c < C; ++c)
-    buf[c] = hy0 * (wx0 * v00[c] + wx1 * v01[c]) + hy1 * (wx0 * v10[c] + wx1 * v11[c]);
+    buf[c] = hy0 * (wx0 * load(v00, c) + wx1 * load(v01, c)) +
+             hy1 * (wx0 * load(v10, c) + wx1 * load(v11, c));
   return buf;
 }
 
 // s = sum_i m_i * v_i at one position; v[i] receives each branch's row
-template <typename A>
-inline void weighted_sum(const std::vector<Branch<A>>& br, const A* m, int64_t n, int64_t h,
+template <typename T, typename A>
+inline void weighted_sum(const std::vector<Branch<T, A>>& br, const A* m, int64_t n, int64_t h,
                          int64_t w, int64_t C, A* bufs, const A** v, A* __restrict__ s) {
   const int64_t L = static_cast<int64_t>(br.size());
   for (int64_t i = 0; i < L; ++i) {
@@ -198,9 +232,9 @@ struct Geometry {
   int64_t N, C, H, W;
 };
 
-template <typename A>
-void forward_kernel(const std::vector<Branch<A>>& br, const A* m, const A* a1, const A* b1,
-                    const A* a2, const A* b2, A* out, int8_t* code, const Geometry& g) {
+template <typename T, typename A>
+void forward_kernel(const std::vector<Branch<T, A>>& br, const A* m, const A* a1, const A* b1,
+                    const A* a2, const A* b2, T* out, int8_t* code, const Geometry& g) {
   const int64_t C = g.C, H = g.H, W = g.W, L = static_cast<int64_t>(br.size());
   at::parallel_for(0, g.N * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<A> acc(C), bufs(L * C);
@@ -215,19 +249,19 @@ void forward_kernel(const std::vector<Branch<A>>& br, const A* m, const A* a1, c
       for (int64_t w = 0; w < W; ++w) {
         weighted_sum(br, m, n, h, w, C, bufs.data(), v.data(), s);
         const int64_t at = ((n * H + h) * W + w) * C;
-        A* __restrict__ o = out + at;
+        T* __restrict__ o = out + at;
         if (code) {
           int8_t* __restrict__ k = code + at;
 #pragma omp simd
           for (int64_t c = 0; c < C; ++c) {
             const A y1 = c1[c] * s[c] + d1[c], y2 = c2[c] * s[c] + d2[c];
-            o[c] = nan_max(y1, y2);
+            store(o, c, nan_max(y1, y2));
             k[c] = sign_code(y1, y2);
           }
         } else {
 #pragma omp simd
           for (int64_t c = 0; c < C; ++c)
-            o[c] = nan_max(c1[c] * s[c] + d1[c], c2[c] * s[c] + d2[c]);
+            store(o, c, nan_max(c1[c] * s[c] + d1[c], c2[c] * s[c] + d2[c]));
         }
       }
     }
@@ -237,8 +271,8 @@ void forward_kernel(const std::vector<Branch<A>>& br, const A* m, const A* a1, c
 // Backward, first pass: per (n, c) the sums the small (N, C) math needs, in double:
 // dm[n, i, c] = sum gs * v_i and, in dcoef[n, 0..3, c], sum h1 * s, sum h1, sum h2 * s, sum h2
 // (gs = h1 * a1 + h2 * a2, the gradient of s)
-template <typename A>
-void sums_kernel(const std::vector<Branch<A>>& br, const A* grad, const int8_t* code, const A* m,
+template <typename T, typename A>
+void sums_kernel(const std::vector<Branch<T, A>>& br, const T* grad, const int8_t* code, const A* m,
                  const A* a1, const A* a2, double* dm, double* dcoef, const Geometry& g) {
   const int64_t C = g.C, H = g.H, W = g.W, N = g.N, L = static_cast<int64_t>(br.size());
   const int64_t rows = N * H;
@@ -260,7 +294,7 @@ void sums_kernel(const std::vector<Branch<A>>& br, const A* grad, const int8_t* 
         for (int64_t w = 0; w < W; ++w) {
           weighted_sum(br, m, n, h, w, C, bufs.data(), v.data(), s);
           const int64_t at = ((n * H + h) * W + w) * C;
-          const A* __restrict__ gr = grad + at;
+          const T* __restrict__ gr = grad + at;
           const int8_t* __restrict__ k = code + at;
           A* __restrict__ t1 = t + L * C;
           A* __restrict__ t2 = t1 + C;
@@ -272,14 +306,14 @@ void sums_kernel(const std::vector<Branch<A>>& br, const A* grad, const int8_t* 
 #pragma omp simd
             for (int64_t c = 0; c < C; ++c) {
               A h1, h2;
-              split_grad(k[c], gr[c], h1, h2);
+              split_grad(k[c], load(gr, c), h1, h2);
               ti[c] += (h1 * c1[c] + h2 * c2[c]) * vi[c];
             }
           }
 #pragma omp simd
           for (int64_t c = 0; c < C; ++c) {
             A h1, h2;
-            split_grad(k[c], gr[c], h1, h2);
+            split_grad(k[c], load(gr, c), h1, h2);
             t1[c] += h1 * s[c], t2[c] += h1, t3[c] += h2 * s[c], t4[c] += h2;
           }
         }
@@ -300,10 +334,11 @@ void sums_kernel(const std::vector<Branch<A>>& br, const A* grad, const int8_t* 
 // d v_i = m_i * gs + k1_i + k2_i * v_i in place (its statistics' part folded in by k1, k2); a
 // resized one gets m_i * gs + k1_i at the output's size, which the caller takes back through the
 // resize.
-template <typename A>
-void maps_kernel(const std::vector<Branch<A>>& br, const A* grad, const int8_t* code,
+template <typename T, typename A>
+void maps_kernel(const std::vector<Branch<T, A>>& br, const T* grad, const int8_t* code,
                  const A* m, const A* a1, const A* a2, const A* k1, const A* k2,
-                 const std::vector<A*>& dst, const std::vector<Strided>& ds, const Geometry& g) {
+                 const std::vector<void*>& dst, const std::vector<Strided>& ds,
+                 const Geometry& g) {
   const int64_t C = g.C, H = g.H, W = g.W, L = static_cast<int64_t>(br.size());
   at::parallel_for(0, g.N * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<A> acc(C), bufs(L * C), gsv(C);
@@ -318,26 +353,28 @@ void maps_kernel(const std::vector<Branch<A>>& br, const A* grad, const int8_t* 
         // only the branches' rows are needed here, not s
         for (int64_t i = 0; i < L; ++i) v[i] = value_row(br[i], n, h, w, C, bufs.data() + i * C);
         const int64_t at = ((n * H + h) * W + w) * C;
-        const A* __restrict__ gr = grad + at;
+        const T* __restrict__ gr = grad + at;
         const int8_t* __restrict__ k = code + at;
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) {
           A h1, h2;
-          split_grad(k[c], gr[c], h1, h2);
+          split_grad(k[c], load(gr, c), h1, h2);
           gs[c] = h1 * c1[c] + h2 * c2[c];
         }
         for (int64_t i = 0; i < L; ++i) {
           const A* __restrict__ mi = m + (n * L + i) * C;
           const A* __restrict__ p1 = k1 + (n * L + i) * C;
           const A* __restrict__ p2 = k2 + (n * L + i) * C;
-          A* __restrict__ d = dst[i] + n * ds[i].sn + h * ds[i].sh + w * ds[i].sw;
-          if (br[i].resized) {
+          const int64_t at_d = n * ds[i].sn + h * ds[i].sh + w * ds[i].sw;
+          if (br[i].resized) {  // at the output's size, in A
+            A* __restrict__ d = static_cast<A*>(dst[i]) + at_d;
 #pragma omp simd
             for (int64_t c = 0; c < C; ++c) d[c] = mi[c] * gs[c] + p1[c];
-          } else {
+          } else {  // the branch's own gradient, in its type
+            T* __restrict__ d = static_cast<T*>(dst[i]) + at_d;
             const A* __restrict__ vi = v[i];
 #pragma omp simd
-            for (int64_t c = 0; c < C; ++c) d[c] = mi[c] * gs[c] + p1[c] + p2[c] * vi[c];
+            for (int64_t c = 0; c < C; ++c) store(d, c, mi[c] * gs[c] + p1[c] + p2[c] * vi[c]);
           }
         }
       }
@@ -345,12 +382,13 @@ void maps_kernel(const std::vector<Branch<A>>& br, const A* grad, const int8_t* 
   });
 }
 
-template <typename A>
-std::vector<Branch<A>> branches_of(const std::vector<at::Tensor>& maps, int64_t H, int64_t W) {
-  std::vector<Branch<A>> br;
+template <typename T, typename A>
+std::vector<Branch<T, A>> branches_of(const std::vector<at::Tensor>& maps, int64_t H,
+                                      int64_t W) {
+  std::vector<Branch<T, A>> br;
   for (const auto& b : maps) {
     const Strided s = strided(b);
-    br.push_back({b.data_ptr<A>(), s, s.H != H || s.W != W, Axis<A>(s.H, H), Axis<A>(s.W, W)});
+    br.push_back({static_cast<const T*>(b.data_ptr()), s, s.H != H || s.W != W, Axis<A>(s.H, H), Axis<A>(s.W, W)});
   }
   return br;
 }
@@ -359,20 +397,21 @@ void check_level(const std::vector<at::Tensor>& branches, const at::Tensor& m,
                  const std::vector<const at::Tensor*>& coefficients) {
   TORCH_CHECK(!branches.empty() && branches.size() <= 3, "1 to 3 branches");
   const auto dtype = branches[0].scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
-              "the folded scale/task pass takes float32 or float64 maps");
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16,
+              "the folded scale/task pass takes float32, float64 or bfloat16 maps");
+  const auto acc = acc_type(dtype);
   const int64_t N = branches[0].size(0), C = branches[0].size(1),
                 L = static_cast<int64_t>(branches.size());
   for (const auto& b : branches)
     TORCH_CHECK(b.dim() == 4 && b.size(0) == N && b.size(1) == C && b.scalar_type() == dtype,
                 "branches must share N, C and dtype");
   TORCH_CHECK(m.sizes() == at::IntArrayRef({N, L, C}) && m.is_contiguous() &&
-                  m.scalar_type() == dtype,
-              "m must be a contiguous (N, L', C) tensor of the maps' dtype");
+                  m.scalar_type() == acc,
+              "m must be a contiguous (N, L', C) tensor of the arithmetic's dtype");
   for (const auto* t : coefficients)
     TORCH_CHECK(t->sizes() == at::IntArrayRef({N, C}) && t->is_contiguous() &&
-                    t->scalar_type() == dtype,
-                "coefficients must be contiguous (N, C) tensors of the maps' dtype");
+                    t->scalar_type() == acc,
+                "coefficients must be contiguous (N, C) tensors of the arithmetic's dtype");
 }
 
 // an output-sized map (grad, code): (N, C, H, W) channels-last
@@ -384,9 +423,10 @@ void check_output_map(const at::Tensor& t, const at::Tensor& like, int64_t H, in
               what, " must be (N, C, H, W) of the output's size, channels-last");
 }
 
-// branches: L' raw maps (N, C, H_i, W_i), channels contiguous; m (N, L', C); a1, b1, a2, b2
-// (N, C); all of one floating type. Returns [out (N, C, out_h, out_w) channels-last] and, if
-// with_code, the sign codes (int8, same layout) the backward needs.
+// branches: L' raw maps (N, C, H_i, W_i), channels contiguous, fp32, fp64 or bf16; m (N, L', C);
+// a1, b1, a2, b2 (N, C), in the arithmetic's type (fp32 for bf16 maps). Returns [out (N, C,
+// out_h, out_w) channels-last, in the maps' type (computed in the arithmetic's, rounded once)]
+// and, if with_code, the sign codes (int8, same layout) the backward needs.
 std::vector<at::Tensor> norm_scale_task_forward(const std::vector<at::Tensor>& branches,
                                                 const at::Tensor& m, const at::Tensor& a1,
                                                 const at::Tensor& b1, const at::Tensor& a2,
@@ -400,12 +440,12 @@ std::vector<at::Tensor> norm_scale_task_forward(const std::vector<at::Tensor>& b
   at::Tensor out = at::empty({g.N, g.C, out_h, out_w}, cl);
   at::Tensor code = with_code ? at::empty({g.N, g.C, out_h, out_w}, cl.dtype(at::kChar))
                               : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(branches[0].scalar_type(), "norm_scale_task_forward", [&] {
-    forward_kernel<scalar_t>(branches_of<scalar_t>(branches, out_h, out_w),
-                             m.data_ptr<scalar_t>(), a1.data_ptr<scalar_t>(),
-                             b1.data_ptr<scalar_t>(), a2.data_ptr<scalar_t>(),
-                             b2.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                             with_code ? code.data_ptr<int8_t>() : nullptr, g);
+  dispatch(branches[0].scalar_type(), [&](auto* t, auto* a) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    using A = std::remove_pointer_t<decltype(a)>;
+    forward_kernel<T, A>(branches_of<T, A>(branches, out_h, out_w), m.data_ptr<A>(),
+                         a1.data_ptr<A>(), b1.data_ptr<A>(), a2.data_ptr<A>(), b2.data_ptr<A>(),
+                         static_cast<T*>(out.data_ptr()), with_code ? code.data_ptr<int8_t>() : nullptr, g);
   });
   return with_code ? std::vector<at::Tensor>{out, code} : std::vector<at::Tensor>{out};
 }
@@ -427,17 +467,19 @@ std::vector<at::Tensor> norm_scale_task_backward_sums(const at::Tensor& grad,
   const auto opts = grad.options().dtype(at::kDouble).memory_format(at::MemoryFormat::Contiguous);
   at::Tensor dm = at::zeros({g.N, static_cast<int64_t>(branches.size()), g.C}, opts);
   at::Tensor dcoef = at::zeros({g.N, 4, g.C}, opts);
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "norm_scale_task_backward_sums", [&] {
-    sums_kernel<scalar_t>(branches_of<scalar_t>(branches, H, W), grad.data_ptr<scalar_t>(),
-                          code.data_ptr<int8_t>(), m.data_ptr<scalar_t>(),
-                          a1.data_ptr<scalar_t>(), a2.data_ptr<scalar_t>(),
-                          dm.data_ptr<double>(), dcoef.data_ptr<double>(), g);
+  dispatch(branches[0].scalar_type(), [&](auto* t, auto* a) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    using A = std::remove_pointer_t<decltype(a)>;
+    sums_kernel<T, A>(branches_of<T, A>(branches, H, W), static_cast<const T*>(grad.data_ptr()),
+                      code.data_ptr<int8_t>(), m.data_ptr<A>(), a1.data_ptr<A>(),
+                      a2.data_ptr<A>(), dm.data_ptr<double>(), dcoef.data_ptr<double>(), g);
   });
   return {dm, dcoef};
 }
 
-// writes each branch's gradient into dst[i] (see maps_kernel): the branch's own size (any
-// strides, channels contiguous) or, for a resized branch, the output's size
+// writes each branch's gradient into dst[i] (see maps_kernel): the branch's own size and type
+// (any strides, channels contiguous) or, for a resized branch, the output's size in the
+// arithmetic's type
 void norm_scale_task_backward_maps(const at::Tensor& grad, const at::Tensor& code,
                                    const std::vector<at::Tensor>& branches, const at::Tensor& m,
                                    const at::Tensor& a1, const at::Tensor& a2,
@@ -453,24 +495,29 @@ void norm_scale_task_backward_maps(const at::Tensor& grad, const at::Tensor& cod
                   k2.scalar_type() == m.scalar_type(),
               "k1, k2 must be contiguous like m");
   TORCH_CHECK(dst.size() == branches.size(), "one destination per branch");
+  TORCH_CHECK(grad.scalar_type() == branches[0].scalar_type() && code.scalar_type() == at::kChar,
+              "grad must be of the maps' dtype, code int8");
   const Geometry g{grad.size(0), grad.size(1), H, W};
   std::vector<Strided> ds;
   for (size_t i = 0; i < dst.size(); ++i) {
     const Strided d = strided(dst[i]);
     const bool resized = branches[i].size(2) != H || branches[i].size(3) != W;
-    TORCH_CHECK(d.N == g.N && d.C == g.C && dst[i].scalar_type() == m.scalar_type() &&
+    const auto type = resized ? m.scalar_type() : branches[i].scalar_type();
+    TORCH_CHECK(d.N == g.N && d.C == g.C && dst[i].scalar_type() == type &&
                     d.H == (resized ? H : branches[i].size(2)) &&
                     d.W == (resized ? W : branches[i].size(3)),
-                "destination ", i, " must be its branch's size (the output's if resized)");
+                "destination ", i, " must be its branch's size and type (the output's size and ",
+                "the arithmetic's type if resized)");
     ds.push_back(d);
   }
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "norm_scale_task_backward_maps", [&] {
-    std::vector<scalar_t*> dp;
-    for (const auto& d : dst) dp.push_back(d.data_ptr<scalar_t>());
-    maps_kernel<scalar_t>(branches_of<scalar_t>(branches, H, W), grad.data_ptr<scalar_t>(),
-                          code.data_ptr<int8_t>(), m.data_ptr<scalar_t>(),
-                          a1.data_ptr<scalar_t>(), a2.data_ptr<scalar_t>(),
-                          k1.data_ptr<scalar_t>(), k2.data_ptr<scalar_t>(), dp, ds, g);
+  std::vector<void*> dp;
+  for (const auto& d : dst) dp.push_back(d.data_ptr());
+  dispatch(branches[0].scalar_type(), [&](auto* t, auto* a) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    using A = std::remove_pointer_t<decltype(a)>;
+    maps_kernel<T, A>(branches_of<T, A>(branches, H, W), static_cast<const T*>(grad.data_ptr()),
+                      code.data_ptr<int8_t>(), m.data_ptr<A>(), a1.data_ptr<A>(),
+                      a2.data_ptr<A>(), k1.data_ptr<A>(), k2.data_ptr<A>(), dp, ds, g);
   });
 }
 

@@ -176,7 +176,10 @@ def test_readme_speed_table_is_what_the_saved_benchmark_says(tmp_path):
 def test_speed_doc_ratio_runs_are_what_the_saved_runs_say():
     """docs/speed.md's runs side by side are `benchmark_neck.py --ratios` of the saved runs."""
     paths = ['docs/bench_cpu.json', 'docs/bench_ratio_runs/run2/results.json',
-             'docs/bench_ratio_runs/run3/results.json']
+             'docs/bench_ratio_runs/run3/results.json',
+             'docs/bench_ratio_runs/3ab460d_bench/results.json',
+             'docs/bench_ratio_runs/3ab460d_run2/results.json',
+             'docs/bench_ratio_runs/3ab460d_run3/results.json']
     out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--ratios', *paths],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from . import cpu_ext
-from .deform_conv import group_view
+from .deform_conv import acc_dtype, group_view
 
 # a level's branch: the conv output rows (P, C_s) it lies in (an index into the sources), its
 # first row there, its (N, H, W), its first channel, and its norm
@@ -137,17 +137,12 @@ def _level_args(maps, m, a1, b1, a2, b2, i, span):
             b1[i].contiguous(), a2[i].contiguous(), b2[i].contiguous())
 
 
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    """The arithmetic's dtype of maps of ``dtype``: fp32 for bf16."""
-    return torch.float32 if dtype == torch.bfloat16 else dtype
-
-
 def _forward(plan: _Plan, sources, with_code: bool):
     ext = cpu_ext.load()
     maps = plan.maps(sources)
     moments = channel_moments(maps, plan.out_sizes)
     with torch.no_grad():
-        m, a1, b1, a2, b2 = _factors(plan, moments, _acc(maps[0].dtype))
+        m, a1, b1, a2, b2 = _factors(plan, moments, acc_dtype(maps[0].dtype))
     outs, codes = [], []
     for i, span in enumerate(plan.spans()):
         h, w = plan.sizes[i]

@@ -168,8 +168,7 @@ def test_dynamic_head_equals_its_unfolded_form(sizes, monkeypatch):
         monkeypatch.setattr('mmdet_dyhead.models.dynamic_head.norm_scale_task',
                             lambda *a: calls.append(1) or real(*a))
         if not fold:
-            monkeypatch.setattr('mmdet_dyhead.models.dynamic_head.fold_fusable',
-                                lambda *a: False)
+            monkeypatch.setattr(DynamicHeadBlock, '_foldable', lambda self, feats: False)
         xs = [f.clone().requires_grad_() for f in feats]
         model.zero_grad()
         out = model(xs)
@@ -216,7 +215,7 @@ def test_under_bf16_autocast_the_fold_runs_and_is_as_close_to_fp32(monkeypatch):
     calls.clear()
     folded = run(True)
     assert len(calls) == len(model.blocks)
-    monkeypatch.setattr('mmdet_dyhead.models.dynamic_head.fold_fusable', lambda *a: False)
+    monkeypatch.setattr(DynamicHeadBlock, '_foldable', lambda self, feats: False)
     unfolded = run(True)
     for f, u, r in zip(folded, unfolded, fp32):
         err_f, err_u = ((f - r).norm() / r.norm()).item(), ((u - r).norm() / r.norm()).item()

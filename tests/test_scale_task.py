@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mmdet_dyhead import DynamicHead
+from mmdet_dyhead.models.dynamic_head import DynamicHeadBlock
 from mmdet_dyhead.ops import cpu_ext
 from mmdet_dyhead.ops import scale_task as st
 from mmdet_dyhead.utils.build import offsets_off_zero
@@ -92,7 +93,7 @@ def test_other_dtypes_and_more_branches_take_the_torch_form():
 def test_dynamic_head_equals_its_unfused_form(monkeypatch):
     """With the norms not folded (ops.norm_scale_task off, as for norms other than GroupNorm),
     DynamicHead's scale/task pass runs here: fused and torch form agree."""
-    monkeypatch.setattr('mmdet_dyhead.models.dynamic_head.fold_fusable', lambda *a: False)
+    monkeypatch.setattr(DynamicHeadBlock, '_foldable', lambda self, feats: False)
     torch.manual_seed(0)
     model = offsets_off_zero(DynamicHead(32, 32, 2, norm_cfg=dict(type='GN', num_groups=4)))
     feats = [torch.randn(2, 32, s, s + 1) for s in (12, 6, 3)]

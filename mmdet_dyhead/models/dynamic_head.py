@@ -8,9 +8,8 @@ from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 from torch.utils.checkpoint import checkpoint
 
-from ..ops import group_view
-from ..ops.norm_scale_task import fusable as fold_fusable
-from ..ops.norm_scale_task import norm_scale_task
+from ..ops import cpu_ext
+from ..ops.norm_scale_task import norm_scale_task, norms_fusable
 from ..ops.scale_task import fusable, scale_task
 from . import options
 from .attentions import (
@@ -20,7 +19,7 @@ from .attentions import (
     TaskAwareAttention,
     global_average,
 )
-from .deform_conv_norm import resize_to, stride2_size
+from .deform_conv_norm import stride2_size
 
 DEFAULT_NORM = dict(type='GN', num_groups=16, requires_grad=True)
 
@@ -61,19 +60,15 @@ class DynamicHeadBlock(nn.Module):
     def forward(self, feats: Sequence[Tensor]) -> List[Tensor]:
         if self._foldable(feats):
             sources, levels = self.spatial.raw(feats)
-            sizes = [f.shape[-2:] for f in feats]
-            if fold_fusable(sources, levels):
-                return norm_scale_task(sources, levels, sizes, self.scale.weight_of,
-                                       self.task.coefficients_of, self._fold_params())
-            # the C++ passes cannot take these outputs: the norms and resizes one by one
-            return [self.scale_task([resize_to(norm(group_view(sources[j], r0, shape)[
-                :, c0:c0 + self.spatial.same.conv.out_channels]), size)
-                for j, r0, shape, c0, norm in level]) for level, size in zip(levels, sizes)]
+            return norm_scale_task(sources, levels, [f.shape[-2:] for f in feats],
+                                   self.scale.weight_of, self.task.coefficients_of,
+                                   self._fold_params())
         return [self.scale_task(branches) for branches in self.spatial(feats)]
 
     def _foldable(self, feats: Sequence[Tensor]) -> bool:
-        """Whether the norms, resizes, pi_L and pi_C may fold into few passes over the raw conv
-        outputs (``ops.norm_scale_task``; nothing hooks the modules it skips)."""
+        """Whether the norms, resizes, pi_L and pi_C fold into few passes over the raw conv outputs
+        (``ops.norm_scale_task``): everything its C++ passes need, known before the convs run,
+        and nothing hooks the modules it skips."""
         spatial = self.spatial
         if torch.jit.is_tracing() or torch.compiler.is_compiling():  # they see the plain ops
             return False
@@ -83,9 +78,10 @@ class DynamicHeadBlock(nn.Module):
                   and torch.get_autocast_dtype('cpu') == torch.bfloat16)
         else:
             ok = dtype in (torch.float32, torch.float64)
-        if feats[0].device.type != 'cpu' or not ok:
+        if feats[0].device.type != 'cpu' or not ok or cpu_ext.load() is None:
             return False
         return (isinstance(self.scale, ScaleAwareAttention)
+                and norms_fusable((spatial.same.norm, spatial.finer.norm, spatial.coarser.norm))
                 and isinstance(self.task, TaskAwareAttention) and spatial.batched(feats)
                 and not any(_hooked(m) for m in (self.scale, self.task, spatial.same.norm,
                                                  spatial.finer.norm, spatial.coarser.norm)))

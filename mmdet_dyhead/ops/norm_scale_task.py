@@ -34,19 +34,26 @@ from .deform_conv import acc_dtype, group_view
 Branch = Tuple[int, int, Tuple[int, int, int], int, nn.GroupNorm]
 
 
+def norms_fusable(norms: Sequence[nn.Module]) -> bool:
+    """Whether the folded passes can stand in for these norms: GroupNorms alike in groups, eps
+    and affine (the statistics' math is shared by all branches)."""
+    n0 = norms[0]
+    return all(isinstance(n, nn.GroupNorm) and isinstance(n0, nn.GroupNorm)
+               and n.num_groups == n0.num_groups and n.eps == n0.eps and n.affine == n0.affine
+               for n in norms)
+
+
 def fusable(sources: Sequence[Tensor], levels: Sequence[Sequence[Branch]]) -> bool:
     """Whether the C++ passes take these conv outputs and branches: CPU, fp32/fp64/bf16 rows of
-    one dtype (bf16 computes and returns fp32, as GroupNorm under autocast), 1 to 3 branches per
-    level, GroupNorms alike in groups, eps and affine, not exported
-    or traced, the extension built."""
+    one dtype (bf16 computes in fp32 and returns bf16), 1 to 3 branches per level,
+    ``norms_fusable`` norms, not exported or traced, the extension built."""
     norms = [b[-1] for level in levels for b in level]
     if not norms or not all(1 <= len(v) <= 3 for v in levels):
         return False
-    s0, n0 = sources[0], norms[0]
+    s0 = sources[0]
     return (s0.device.type == 'cpu' and s0.dtype in (torch.float32, torch.float64, torch.bfloat16)
             and all(s.dim() == 2 and s.dtype == s0.dtype and s.is_contiguous() for s in sources)
-            and all(isinstance(n, nn.GroupNorm) and n.num_groups == n0.num_groups
-                    and n.eps == n0.eps and n.affine == n0.affine for n in norms)
+            and norms_fusable(norms)
             and not torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing()
             and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
             and cpu_ext.load() is not None)

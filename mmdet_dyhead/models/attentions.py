@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import modulated_deform_conv2d_groups, modulated_deform_conv2d_levels
+from ..ops import modulated_deform_conv2d_groups
+from ..ops.deform_conv import split_groups
 from . import options
 from .deform_conv_norm import (
     DeformConvNorm,
@@ -258,20 +259,7 @@ class SpatialAwareAttention(nn.Module):
         sampling, see above); the finer branches of levels l >= 1 (C_out channels). Returned
         whole, not as per-level views, so that a backward can write each one's gradient whole."""
         num_levels, cout = len(feats), self.same.conv.out_channels
-        offs, masks, fine_offs, fine_masks = self._offsets(feats)
-        convs = [self.same.conv] + ([self.coarser.conv] if num_levels > 1 else [])
-        bias = None if convs[0].bias is None else torch.cat([c.bias for c in convs])
-        sources, where = modulated_deform_conv2d_groups(
-            feats, offs, masks, tap_major(*(c.weight for c in convs)), bias, 1, 1, 1,
-            [cout] + [2 * cout] * (num_levels - 1))
-        fine_where = []
-        if num_levels > 1:
-            conv = self.finer.conv
-            fine, fine_where = modulated_deform_conv2d_groups(
-                feats[:-1], fine_offs[1:], fine_masks[1:], tap_major(conv.weight), conv.bias, 2,
-                1, 1)
-            fine_where = [(len(sources) + g, r0, shape) for g, r0, shape in fine_where]
-            sources = sources + fine
+        sources, where, fine_where = self._conv_groups(feats, *self._offsets(feats))
         levels = []
         for level in range(num_levels):
             branches = [(*where[level], 0, self.same.norm)]
@@ -306,23 +294,35 @@ class SpatialAwareAttention(nn.Module):
     # With offsets of its own size, coarser[l] samples x_{l+1} exactly where same[l+1] does, so
     # both come from one sampling with stacked weights.
 
-    def _conv_outputs(self, feats, offs, masks, fine_offs, fine_masks):
-        """Our kernel, each branch over all levels in one call (one GEMM over all positions):
-        ``stacked`` (level 0's same-level output, then per level l >= 1 its same-level and level
-        l-1's coarser outputs as one (N, 2 C_out) conv) and ``finer`` (None at level 0)."""
+    def _conv_groups(self, feats, offs, masks, fine_offs, fine_masks):
+        """Our kernel, each branch over all levels in one call (one GEMM over all positions): the
+        output rows of level 0's same-level conv, of the stacked (2 C_out) same-level/coarser
+        conv of levels >= 1 and of the finer convs, and where each input's rows lie in them
+        (``modulated_deform_conv2d_groups``; ``where`` for the same/coarser inputs, ``fine_where``
+        for the finer ones, indexing the one list of outputs)."""
         num_levels, cout = len(feats), self.same.conv.out_channels
         convs = [self.same.conv] + ([self.coarser.conv] if num_levels > 1 else [])
-        weight = tap_major(*(c.weight for c in convs))
         bias = None if convs[0].bias is None else torch.cat([c.bias for c in convs])
-        stacked = modulated_deform_conv2d_levels(feats, offs, masks, weight, bias, 1, 1, 1,
-                                                 [cout] + [2 * cout] * (num_levels - 1))
-        finer = [None] * num_levels
+        sources, where = modulated_deform_conv2d_groups(
+            feats, offs, masks, tap_major(*(c.weight for c in convs)), bias, 1, 1, 1,
+            [cout] + [2 * cout] * (num_levels - 1))
+        fine_where = []
         if num_levels > 1:
             conv = self.finer.conv
-            finer[1:] = modulated_deform_conv2d_levels(
+            fine, fine_where = modulated_deform_conv2d_groups(
                 feats[:-1], fine_offs[1:], fine_masks[1:], tap_major(conv.weight), conv.bias, 2,
                 1, 1)
-        return stacked, finer
+            fine_where = [(len(sources) + g, r0, shape) for g, r0, shape in fine_where]
+            sources = sources + fine
+        return sources, where, fine_where
+
+    def _conv_outputs(self, feats, offs, masks, fine_offs, fine_masks):
+        """``_conv_groups``' outputs as maps: ``stacked`` (level 0's same-level output, then per
+        level l >= 1 its same-level and level l-1's coarser outputs as one (N, 2 C_out) map) and
+        ``finer`` (None at level 0)."""
+        sources, where, fine_where = self._conv_groups(feats, offs, masks, fine_offs, fine_masks)
+        maps = split_groups(sources, where + fine_where)
+        return maps[:len(feats)], [None] + maps[len(feats):]
 
     def _halves(self, stacked, finer):
         """``_conv_outputs``' as same, coarser, finer conv outputs before the norms: same[l] and

@@ -568,8 +568,13 @@ def modulated_deform_conv2d_levels(xs: Sequence[Tensor], offsets: Sequence[Tenso
     Returns:
         one (N_i, out_channels[i], Ho_i, Wo_i) map per input, channels-last memory.
     """
-    groups, where = modulated_deform_conv2d_groups(xs, offsets, masks, weight, bias, stride,
-                                                   padding, dilation, out_channels)
+    return split_groups(*modulated_deform_conv2d_groups(xs, offsets, masks, weight, bias, stride,
+                                                        padding, dilation, out_channels))
+
+
+def split_groups(groups: Sequence[Tensor], where: Sequence['Where']) -> List[Tensor]:
+    """Groups' output rows -> each input's (N, cout_g, Ho, Wo) channels-last map, in ``where``'s
+    order (``modulated_deform_conv2d_groups``' two results)."""
     outs = []  # each input's rows of its group -> (N, cout, Ho, Wo), channels last
     for g, group in enumerate(groups):
         mine = [w for w in where if w[0] == g]

@@ -18,7 +18,8 @@ from ..utils.machine import cpuinfo_field
 
 SOURCES = [osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', name)
            for name in ('deform_sample.cpp', 'scale_task.cpp', 'norm_scale_task.cpp')]
-HEADERS = [osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', 'dtypes.h')]  # in the build key
+HEADERS = [osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', name)  # in the build key
+           for name in ('dtypes.h', 'dynamic_relu.h')]
 
 
 def enabled() -> bool:

@@ -20,6 +20,7 @@
 #include <ATen/record_function.h>
 
 #include "dtypes.h"
+#include "dynamic_relu.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -29,6 +30,9 @@
 namespace {
 
 using mmdet_dyhead::load;
+using mmdet_dyhead::nan_max;
+using mmdet_dyhead::sign_code;
+using mmdet_dyhead::split_grad;
 using mmdet_dyhead::store;
 
 // T: the maps' element type (bf16 as its bits under CPU autocast; the output and its gradient
@@ -154,17 +158,6 @@ at::Tensor channel_moments(const std::vector<at::Tensor>& maps,
   return out;
 }
 
-// torch.maximum: NaN if either is NaN
-template <typename A>
-inline A nan_max(A y1, A y2) { return (y1 > y2 || y1 != y1) ? y1 : y2; }
-
-// sign of y1 - y2: 1, -1, 0 at a tie (the gradient is split evenly, as torch.maximum does) and
-// 2 where either is NaN (each gets the whole gradient); as scale_task.cpp
-template <typename A>
-inline int8_t sign_code(A y1, A y2) {
-  return y1 > y2 ? 1 : (y1 < y2 ? -1 : (y1 == y2 ? 0 : 2));
-}
-
 template <typename T, typename A>
 struct Branch {
   const T* x;
@@ -219,13 +212,6 @@ inline void weighted_sum(const std::vector<Branch<T, A>>& br, const A* m, int64_
       for (int64_t c = 0; c < C; ++c) s[c] += mi[c] * vi[c];
     }
   }
-}
-
-// the gradient's split at one element (code from the forward): h1 reaches a1 * s + b1, h2 the other
-template <typename A>
-inline void split_grad(int8_t k, A g, A& h1, A& h2) {
-  h1 = (k == 1 || k == 2) ? g : (k == 0 ? A(0.5) * g : A(0));
-  h2 = k == 2 ? g : g - h1;
 }
 
 struct Geometry {

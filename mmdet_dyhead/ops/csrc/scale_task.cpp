@@ -17,6 +17,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include "dynamic_relu.h"
+
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -24,16 +26,9 @@
 
 namespace {
 
-// sign of y1 - y2: 1, -1, 0 at a tie (the gradient is split evenly, as torch.maximum does) and
-// 2 where either is NaN (each gets the whole gradient, as in autograd of torch.maximum)
-template <typename A>
-inline int8_t sign_code(A y1, A y2) {
-  return y1 > y2 ? 1 : (y1 < y2 ? -1 : (y1 == y2 ? 0 : 2));
-}
-
-// torch.maximum: NaN if either is NaN
-template <typename A>
-inline A nan_max(A y1, A y2) { return (y1 > y2 || y1 != y1) ? y1 : y2; }
+using mmdet_dyhead::nan_max;
+using mmdet_dyhead::sign_code;
+using mmdet_dyhead::split_grad;
 
 struct Shape {
   int64_t N, C, S, L;
@@ -107,8 +102,8 @@ inline void backward_run(const A* __restrict__ grad, const int8_t* __restrict__ 
     if (L > 2) s += w2 * f2[j];
     const int8_t k = code[j];
     const A g = grad[j];
-    const A h1 = (k == 1 || k == 2) ? g : (k == 0 ? A(0.5) * g : A(0));
-    const A h2 = k == 2 ? g : g - h1;
+    A h1, h2;
+    split_grad(k, g, h1, h2);
     const A gs = Rows ? h1 * a1[j] + h2 * a2[j] : h1 * a1[0] + h2 * a2[0];
     g0[j] = w0 * gs;
     if (L > 1) g1p[j] = w1 * gs;

@@ -184,12 +184,13 @@ class _NormScaleTask(torch.autograd.Function):
         cl = torch.channels_last
         grads = [torch.zeros_like(c, dtype=maps[0].dtype) if g is None
                  else g.contiguous(memory_format=cl) for g, c in zip(grads, codes)]
+        # per level, both passes' (N, L', C) factors and (N, C) slopes
+        factors = [(m[span].transpose(0, 1).contiguous(), a1[i].contiguous(), a2[i].contiguous())
+                   for i, span in enumerate(plan.spans())]
         dm, dcoef = [], []
         for i, span in enumerate(plan.spans()):
-            lm, la1, la2 = (m[span].transpose(0, 1).contiguous(), a1[i].contiguous(),
-                            a2[i].contiguous())
-            d_m, d_c = ext.norm_scale_task_backward_sums(grads[i], codes[i], maps[span], lm, la1,
-                                                         la2)
+            d_m, d_c = ext.norm_scale_task_backward_sums(grads[i], codes[i], maps[span],
+                                                         *factors[i])
             dm.append(d_m.transpose(0, 1))
             dcoef.append(d_c)
         dcoef = torch.stack(dcoef)  # (L, N, 4, C)
@@ -203,8 +204,8 @@ class _NormScaleTask(torch.autograd.Function):
                                                        allow_unused=True)
         # each branch's statistics' share: d sum -> k1 (the resized sum's too, at the same size),
         # d sum of squares -> k2 * r
-        k1 = d_moments[:, :, 0] + torch.where(torch.tensor(plan.resized).view(-1, 1, 1), 0,
-                                              d_moments[:, :, 2])
+        resized = torch.tensor(plan.resized).view(-1, 1, 1)
+        k1 = d_moments[:, :, 0] + torch.where(resized, 0, d_moments[:, :, 2])
         k_resized, k2 = d_moments[:, :, 2], 2 * d_moments[:, :, 1]
         source_grads = [torch.empty_like(s) for s in sources]
         dst_maps = plan.maps(source_grads)
@@ -218,11 +219,9 @@ class _NormScaleTask(torch.autograd.Function):
                 else:
                     dst.append(view)
             # a resized branch's map gets its resized sum's share at the output's size
-            k1_level = torch.where(torch.tensor(plan.resized[span]).view(-1, 1, 1), k_resized[span],
-                                   k1[span])
+            k1_level = torch.where(resized[span], k_resized[span], k1[span])
             ext.norm_scale_task_backward_maps(
-                grads[i], codes[i], maps[span], m[span].transpose(0, 1).contiguous(),
-                a1[i].contiguous(), a2[i].contiguous(),
+                grads[i], codes[i], maps[span], *factors[i],
                 k1_level.transpose(0, 1).to(m.dtype).contiguous(),
                 k2[span].transpose(0, 1).to(m.dtype).contiguous(), dst)
             for b, view, fine in fixups:  # back through the resize, plus the moments' share

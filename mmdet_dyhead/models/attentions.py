@@ -221,13 +221,9 @@ class SpatialAwareAttention(nn.Module):
         """L maps (N, C_in, H_l, W_l) -> for each level, its 1 to 3 branches (N, C_out, H_l, W_l)."""
         offsets = self._offsets(feats)
         if self.batched(feats):
-            return self.branches(feats, *self._conv_outputs(feats, *offsets))
+            same, coarser, finer = self._halves(*self._conv_outputs(feats, *offsets))
+            return self._resized(feats, *self._normed(same, coarser, finer))
         return self._resized(feats, *self._per_level(feats, *offsets))
-
-    def branches(self, feats: Sequence[Tensor], stacked: List[Tensor],
-                 finer: List[Optional[Tensor]]) -> List[List[Tensor]]:
-        """``forward``'s result from ``_conv_outputs``': the norms, then the resizes."""
-        return self._resized(feats, *self._normed(*self._halves(stacked, finer)))
 
     @staticmethod
     def _resized(feats, same, coarser, finer) -> List[List[Tensor]]:

@@ -109,7 +109,7 @@ def test_inf_next_to_invalid_corner_does_not_leak():
 
 
 def test_pixels_no_tap_reaches_get_zero_gradient():
-    """The input gradient is written by each pixel's first contribution (no zero fill first);
+    """Each pixel's gradient row is zeroed at its first contribution (no zero fill of the map);
     pixels no tap reaches must still come out exactly zero, whatever the memory held before."""
     torch.manual_seed(0)
     x = torch.randn(2, 20, 9, 8, requires_grad=True)

@@ -52,19 +52,38 @@ inline void blend4_row(T* __restrict__ o, const T* __restrict__ a, const T* __re
     store(o, i, w0 * load(a, i) + w1 * load(b, i) + w2 * load(c, i) + w3 * load(d, i));
 }
 
-// o[i] = f[i] in the arithmetic's type (widens a bf16 row)
-template <typename T, typename A>
-inline void widen_row(A* __restrict__ o, const T* __restrict__ f, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) o[i] = load(f, i);
-}
-
-template <typename T, typename A>
-inline A dot_row(const T* __restrict__ f, const A* __restrict__ g, int64_t n) {
-  A acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += load(f, i) * g[i];
-  return acc;
+// One tap's backward over n channels in one pass, each corner row read once:
+//   X: gf_q[i] += s_q * g[i]          (the input gradient; s_q = the corner's masked weight)
+//   D: d_q = <c_q, g>                  (for the offset and mask gradients)
+//   O: o[i] = sum_q s_q * c_q[i]       (the forward's column again, for the weight gradient)
+// The gf_q are distinct rows (a corner outside adds into a scratch row of its own).
+template <bool X, bool D, bool O, typename T, typename A>
+inline void tap_backward_row(const T* __restrict__ c0, const T* __restrict__ c1,
+                             const T* __restrict__ c2, const T* __restrict__ c3,
+                             const T* __restrict__ g, A* __restrict__ gf0, A* __restrict__ gf1,
+                             A* __restrict__ gf2, A* __restrict__ gf3, const A* s,
+                             T* __restrict__ o, A* d, int64_t n) {
+  const A s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
+  A d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+  for (int64_t i = 0; i < n; ++i) {
+    const A gi = load(g, i), a = load(c0, i), b = load(c1, i), c = load(c2, i),
+            e = load(c3, i);
+    if (X) {
+      gf0[i] += s0 * gi;
+      gf1[i] += s1 * gi;
+      gf2[i] += s2 * gi;
+      gf3[i] += s3 * gi;
+    }
+    if (D) {
+      d0 += a * gi;
+      d1 += b * gi;
+      d2 += c * gi;
+      d3 += e * gi;
+    }
+    if (O) store(o, i, s0 * a + s1 * b + s2 * c + s3 * e);
+  }
+  d[0] = d0, d[1] = d1, d[2] = d2, d[3] = d3;
 }
 
 #if defined(__AVX512BF16__)
@@ -97,23 +116,51 @@ inline void blend4_row<uint16_t, float>(uint16_t* __restrict__ o, const uint16_t
     store(o, i, w0 * load(a, i) + w1 * load(b, i) + w2 * load(c, i) + w3 * load(d, i));
 }
 
-template <>
-inline void widen_row<uint16_t, float>(float* __restrict__ o, const uint16_t* __restrict__ f,
-                                       int64_t n) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(o + i, load16(f + i));
-  for (; i < n; ++i) o[i] = load(f, i);
-}
 
-template <>
-inline float dot_row<uint16_t, float>(const uint16_t* __restrict__ f, const float* __restrict__ g,
-                                      int64_t n) {
-  __m512 acc = _mm512_setzero_ps();
+template <bool X, bool D, bool O>
+inline void tap_backward_row_bf16(const uint16_t* __restrict__ c0, const uint16_t* __restrict__ c1,
+                                  const uint16_t* __restrict__ c2, const uint16_t* __restrict__ c3,
+                                  const uint16_t* __restrict__ g, float* __restrict__ gf0,
+                                  float* __restrict__ gf1, float* __restrict__ gf2,
+                                  float* __restrict__ gf3, const float* s,
+                                  uint16_t* __restrict__ o, float* d, int64_t n) {
+  const __m512 s0 = _mm512_set1_ps(s[0]), s1 = _mm512_set1_ps(s[1]), s2 = _mm512_set1_ps(s[2]),
+               s3 = _mm512_set1_ps(s[3]);
+  __m512 d0 = _mm512_setzero_ps(), d1 = d0, d2 = d0, d3 = d0;
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(load16(f + i), _mm512_loadu_ps(g + i), acc);
-  float out = _mm512_reduce_add_ps(acc);
-  for (; i < n; ++i) out += load(f, i) * g[i];
-  return out;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 gi = load16(g + i), a = load16(c0 + i), b = load16(c1 + i),
+                 c = load16(c2 + i), e = load16(c3 + i);
+    if (X) {
+      _mm512_storeu_ps(gf0 + i, _mm512_fmadd_ps(s0, gi, _mm512_loadu_ps(gf0 + i)));
+      _mm512_storeu_ps(gf1 + i, _mm512_fmadd_ps(s1, gi, _mm512_loadu_ps(gf1 + i)));
+      _mm512_storeu_ps(gf2 + i, _mm512_fmadd_ps(s2, gi, _mm512_loadu_ps(gf2 + i)));
+      _mm512_storeu_ps(gf3 + i, _mm512_fmadd_ps(s3, gi, _mm512_loadu_ps(gf3 + i)));
+    }
+    if (D) {
+      d0 = _mm512_fmadd_ps(a, gi, d0);
+      d1 = _mm512_fmadd_ps(b, gi, d1);
+      d2 = _mm512_fmadd_ps(c, gi, d2);
+      d3 = _mm512_fmadd_ps(e, gi, d3);
+    }
+    if (O) {
+      __m512 acc = _mm512_mul_ps(s0, a);
+      acc = _mm512_fmadd_ps(s1, b, acc);
+      acc = _mm512_fmadd_ps(s2, c, acc);
+      acc = _mm512_fmadd_ps(s3, e, acc);
+      store16(o + i, acc);
+    }
+  }
+  float r[4] = {_mm512_reduce_add_ps(d0), _mm512_reduce_add_ps(d1), _mm512_reduce_add_ps(d2),
+                _mm512_reduce_add_ps(d3)};
+  if (i < n) {  // the tail, through the generic form
+    float t[4];
+    tap_backward_row<X, D, O, uint16_t, float>(c0 + i, c1 + i, c2 + i, c3 + i, g + i, gf0 + i,
+                                               gf1 + i, gf2 + i, gf3 + i, s, o ? o + i : o, t,
+                                               n - i);
+    for (int q = 0; q < 4; ++q) r[q] += t[q];
+  }
+  for (int q = 0; q < 4; ++q) d[q] = r[q];
 }
 
 #endif
@@ -177,8 +224,8 @@ struct Input {
   const A* mask;
   int64_t ms[4];
   A* grad_x = nullptr;
-  // per channel slice of the backward, a flag per input pixel: whether the slice has written its
-  // gradient row yet (the first contribution is stored, later ones added: no zero fill)
+  // per channel slice of the backward, a flag per input pixel: whether the slice has touched its
+  // gradient row yet (zeroed at the first contribution: no zero fill of the whole map)
   uint8_t* seen = nullptr;
   A* grad_off = nullptr;
   A* grad_mask = nullptr;
@@ -257,9 +304,79 @@ inline int64_t slice_width(int64_t C) {
   return ((C + slices - 1) / slices + 15) / 16 * 16;
 }
 
+// tap_backward_row for the data's type (bf16 rows 16 lanes at a time where the CPU has AVX-512 BF16)
+template <bool X, bool D, bool O, typename T, typename A>
+inline void tap_backward(const T* const* c, const T* g, A* const* gf, const A* s, T* o, A* d,
+                         int64_t n) {
+#if defined(__AVX512BF16__)
+  if constexpr (std::is_same<T, uint16_t>::value) {
+    tap_backward_row_bf16<X, D, O>(c[0], c[1], c[2], c[3], g, gf[0], gf[1], gf[2], gf[3], s, o,
+                                   d, n);
+    return;
+  }
+#endif
+  tap_backward_row<X, D, O, T, A>(c[0], c[1], c[2], c[3], g, gf[0], gf[1], gf[2], gf[3], s, o,
+                                  d, n);
+}
+
+// One thread's share of sample_backward_chunk: channels [c0, c0 + cw) of slice s, rows [r0, r1).
+// X: the inputs have grad_x; D: the offset or mask gradient is wanted (pd: this slice's partial
+// sums); O: cols is written.
+template <bool X, bool D, bool O, typename T, typename A>
+void backward_slice(const std::vector<Input<T, A>>& ins, const Conf& cf, const T* zeros,
+                    int64_t r0, int64_t r1, const T* __restrict__ gcols, T* __restrict__ cols,
+                    int64_t s, int64_t c0, int64_t cw, A* pd, A* scratch) {
+  const int64_t C = cf.C, K = cf.K;
+  size_t l = input_of(ins, r0, 0);
+  for (int64_t r = r0; r < r1; ++r) {
+    l = input_of(ins, r, l);
+    const Input<T, A>& in = ins[l];
+    const Position p = locate(in, r);
+    const int64_t image_row = p.n * in.H * in.W;
+    const T* image = in.x + image_row * C + c0;
+    A* grad_image = X ? in.grad_x + image_row * C + c0 : nullptr;
+    uint8_t* seen = X ? in.seen + s * in.pixels + image_row : nullptr;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t j = (r - r0) * K + k;
+      A y, x, mk;
+      tap_position(in, cf, p, k, y, x, mk);
+      const Tap<A, true> t(y, x, in.H, in.W);
+      const T* c[4];
+      A* gf[4];
+      // outside, the weights are 0 * mask: a NaN mask spreads as in mmcv
+      const A w[4] = {t.w[0] * mk, t.w[1] * mk, t.w[2] * mk, t.w[3] * mk};
+      for (int q = 0; q < 4; ++q) {
+        gf[q] = scratch + q * cw;  // a corner outside: added to, never read
+        if (t.pix[q] < 0) {
+          c[q] = zeros;
+          continue;
+        }
+        c[q] = image + t.pix[q] * C;
+        if (X) {
+          gf[q] = grad_image + t.pix[q] * C;
+          if (!seen[t.pix[q]]) {  // this slice's first contribution to the pixel
+            std::memset(gf[q], 0, cw * sizeof(A));
+            seen[t.pix[q]] = 1;
+          }
+        }
+      }
+      A d[4];
+      tap_backward<X, D, O, T, A>(c, gcols + j * C + c0, gf, w, O ? cols + j * C + c0 : nullptr,
+                                  d, cw);
+      if (D) {
+        for (int q = 0; q < 4; ++q)
+          if (t.pix[q] < 0) d[q] = 0;  // a corner outside has no gradient, even from inf * 0
+        pd[j * 3] = t.w[0] * d[0] + t.w[1] * d[1] + t.w[2] * d[2] + t.w[3] * d[3];
+        pd[j * 3 + 1] = t.dy[0] * d[0] + t.dy[1] * d[1] + t.dy[2] * d[2] + t.dy[3] * d[3];
+        pd[j * 3 + 2] = t.dx[0] * d[0] + t.dx[1] * d[1] + t.dx[2] * d[2] + t.dx[3] * d[3];
+      }
+    }
+  }
+}
+
 // The backward of sample_chunk for rows [r0, r1), one read of each corner row for all:
 //   grad_x[corner] += mask * w * gcols[r, k, :]                       (if the inputs have grad_x;
-//                     the first contribution to a pixel is stored, not added: see Input::seen)
+//                     a slice's first contribution to a pixel zeroes its row: see Input::seen)
 //   grad_mask[r, k] = sum_q w_q <x[corner_q], gcols[r, k, :]>          (if they have grad_mask)
 //   grad_off[r, 2k | 2k+1] = mask * sum_q dw_q/dy|dx <x[corner_q], gcols[r, k, :]>   (grad_off)
 //   cols[r, k, :] = the forward's columns, for the weight's gradient   (optional)
@@ -275,66 +392,22 @@ void sample_backward_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf,
   const int64_t slices = channel_slices(C), width = slice_width(C);
   const bool need_dots = need_off || need_mask;
   std::vector<A> partial(need_dots ? slices * n * 3 : 0);  // (slice, tap, [m, y, x])
+  // the (X, D, O) form of backward_slice that this call needs
+  using Slice = void (*)(const std::vector<Input<T, A>>&, const Conf&, const T*, int64_t, int64_t,
+                         const T*, T*, int64_t, int64_t, int64_t, A*, A*);
+  static const Slice forms[8] = {
+      backward_slice<false, false, false, T, A>, backward_slice<false, false, true, T, A>,
+      backward_slice<false, true, false, T, A>,  backward_slice<false, true, true, T, A>,
+      backward_slice<true, false, false, T, A>,  backward_slice<true, false, true, T, A>,
+      backward_slice<true, true, false, T, A>,   backward_slice<true, true, true, T, A>};
+  const Slice slice_fn = forms[(need_x ? 4 : 0) + (need_dots ? 2 : 0) + (cols ? 1 : 0)];
   at::parallel_for(0, slices, 1, [&](int64_t sb, int64_t se) {
-    std::vector<A> wide(width);  // a bf16 gradient row widened to fp32
+    std::vector<A> scratch(4 * width);
     for (int64_t s = sb; s < se; ++s) {
-      const int64_t c0 = s * width, c1 = std::min(C, c0 + width), cw = c1 - c0;
+      const int64_t c0 = s * width, cw = std::min(C, c0 + width) - c0;
       if (cw <= 0) continue;
-      A* pd = need_dots ? partial.data() + s * n * 3 : nullptr;
-      size_t l = input_of(ins, r0, 0);
-      for (int64_t r = r0; r < r1; ++r) {
-        l = input_of(ins, r, l);
-        const Input<T, A>& in = ins[l];
-        const Position p = locate(in, r);
-        const int64_t image_row = p.n * in.H * in.W;
-        const T* image = in.x + image_row * C + c0;
-        A* grad_image = need_x ? in.grad_x + image_row * C + c0 : nullptr;
-        uint8_t* seen = need_x ? in.seen + s * in.pixels + image_row : nullptr;
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t j = (r - r0) * K + k;
-          A y, x, mk;
-          tap_position(in, cf, p, k, y, x, mk);
-          const Tap<A, true> t(y, x, in.H, in.W);
-          const T* g_src = gcols + j * C + c0;
-          const A* __restrict__ g;
-          if constexpr (std::is_same<T, A>::value) {
-            g = g_src;
-          } else {
-            widen_row<T, A>(wide.data(), g_src, cw);
-            g = wide.data();
-          }
-          A d[4] = {0, 0, 0, 0};
-          const T* c[4];
-          for (int q = 0; q < 4; ++q) {
-            if (t.pix[q] < 0) {
-              c[q] = zeros;
-              continue;
-            }
-            c[q] = image + t.pix[q] * C;
-            if (grad_image) {
-              A* __restrict__ gf = grad_image + t.pix[q] * C;
-              const A w = t.w[q] * mk;
-              if (seen[t.pix[q]]) {
-#pragma omp simd
-                for (int64_t i = 0; i < cw; ++i) gf[i] += w * g[i];
-              } else {
-#pragma omp simd
-                for (int64_t i = 0; i < cw; ++i) gf[i] = w * g[i];
-                seen[t.pix[q]] = 1;
-              }
-            }
-            if (pd) d[q] = dot_row<T, A>(c[q], g, cw);
-          }
-          if (pd) {
-            pd[j * 3] = t.w[0] * d[0] + t.w[1] * d[1] + t.w[2] * d[2] + t.w[3] * d[3];
-            pd[j * 3 + 1] = t.dy[0] * d[0] + t.dy[1] * d[1] + t.dy[2] * d[2] + t.dy[3] * d[3];
-            pd[j * 3 + 2] = t.dx[0] * d[0] + t.dx[1] * d[1] + t.dx[2] * d[2] + t.dx[3] * d[3];
-          }
-          if (cols)
-            blend4_row<T, A>(cols + j * C + c0, c[0], c[1], c[2], c[3], t.w[0] * mk,
-                             t.w[1] * mk, t.w[2] * mk, t.w[3] * mk, cw);
-        }
-      }
+      slice_fn(ins, cf, zeros, r0, r1, gcols, cols, s, c0, cw,
+               need_dots ? partial.data() + s * n * 3 : nullptr, scratch.data());
     }
   });
   if (!need_dots) return;

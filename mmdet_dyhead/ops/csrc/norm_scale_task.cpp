@@ -1,12 +1,14 @@
-// A level's whole DyHead block after the deformable convs, when no backward will come (eval):
-// GroupNorm of each branch, the resize of a branch of another size, the scale-aware weighted
-// sum and the task-aware dynamic ReLU, in two reads of each branch and one write of the output
-// (norm_scale_task.py has the math that turns the first pass's sums into the second's factors):
+// A level's whole DyHead block after the deformable convs: GroupNorm of each branch, the resize
+// of a branch of another size, the scale-aware weighted sum and the task-aware dynamic ReLU, in
+// two reads of each branch and one write of the output (norm_scale_task.py has the math that
+// turns the first pass's sums into the second's factors, and the autograd Function whose
+// backward runs the two backward passes below):
 //
 //   channel_moments:        per (n, c): sum, sum of squares and the sum the bilinear resize to
 //                           the level's size would have, of a branch's raw conv output
 //   norm_scale_task_forward: out = max(a1 * s + b1, a2 * s + b2),  s = sum_i m_i[n, c] * r_i,
-//                           r_i the raw branch, resized on the fly (bilinear, align_corners)
+//                           r_i the raw branch, resized on the fly (bilinear, align_corners);
+//                           with the sign codes when a backward will come
 //
 // GroupNorm is per-channel affine (its statistics fixed), the resize a weighted mean with weights
 // summing to 1, so both fold into the factors m_i and the offsets b1, b2: nothing of a level's
@@ -195,62 +197,91 @@ inline const A* value_row(const Branch<T, A>& b, int64_t n, int64_t h, int64_t w
   return buf;
 }
 
-// s = sum_i m_i * v_i at one position; v[i] receives each branch's row
-template <typename T, typename A>
-inline void weighted_sum(const std::vector<Branch<T, A>>& br, const A* m, int64_t n, int64_t h,
-                         int64_t w, int64_t C, A* bufs, const A** v, A* __restrict__ s) {
-  const int64_t L = static_cast<int64_t>(br.size());
-  for (int64_t i = 0; i < L; ++i) {
-    v[i] = value_row(br[i], n, h, w, C, bufs + i * C);
-    const A* __restrict__ vi = v[i];
-    const A* __restrict__ mi = m + (n * L + i) * C;
-    if (i == 0) {
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) s[c] = mi[c] * vi[c];
-    } else {
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) s[c] += mi[c] * vi[c];
-    }
-  }
-}
-
 struct Geometry {
   int64_t N, C, H, W;
 };
+
+// The L (1 to 3) branches' rows at one position and their factors m_i: local restricted
+// pointers, so that the fused loops below vectorise (the sign codes are int8 stores, which may
+// alias anything reached through memory)
+template <typename A>
+struct Rows {
+  const A* __restrict__ v0;
+  const A* __restrict__ v1;
+  const A* __restrict__ v2;
+  const A* __restrict__ m0;
+  const A* __restrict__ m1;
+  const A* __restrict__ m2;
+
+  Rows(const A* const* v, const A* m, int64_t L, int64_t C)
+      : v0(v[0]), v1(v[L > 1 ? 1 : 0]), v2(v[L > 2 ? 2 : 0]), m0(m), m1(m + (L > 1 ? C : 0)),
+        m2(m + (L > 2 ? 2 * C : 0)) {}
+
+  // s = sum_i m_i * v_i at channel c, the branches added in order
+  template <int L>
+  inline A sum(int64_t c) const {
+    A s = m0[c] * v0[c];
+    if (L > 1) s += m1[c] * v1[c];
+    if (L > 2) s += m2[c] * v2[c];
+    return s;
+  }
+};
+
+// the branches' rows at (n, h, w): a pointer into each map or, for a resized branch (or bf16
+// data), its blend written into bufs
+template <typename T, typename A>
+inline void rows_at(const std::vector<Branch<T, A>>& br, int64_t n, int64_t h, int64_t w,
+                    int64_t C, A* bufs, const A** v) {
+  for (size_t i = 0; i < br.size(); ++i) v[i] = value_row(br[i], n, h, w, C, bufs + i * C);
+}
+
+// calls f(std::integral_constant<int, L>) for L = 1, 2 or 3 branches
+template <typename F>
+inline void with_branches(int64_t L, F f) {
+  if (L == 1) f(std::integral_constant<int, 1>());
+  else if (L == 2) f(std::integral_constant<int, 2>());
+  else f(std::integral_constant<int, 3>());
+}
 
 template <typename T, typename A>
 void forward_kernel(const std::vector<Branch<T, A>>& br, const A* m, const A* a1, const A* b1,
                     const A* a2, const A* b2, T* out, int8_t* code, const Geometry& g) {
   const int64_t C = g.C, H = g.H, W = g.W, L = static_cast<int64_t>(br.size());
-  at::parallel_for(0, g.N * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> acc(C), bufs(L * C);
-    std::vector<const A*> v(L);
-    A* __restrict__ s = acc.data();
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t n = row / H, h = row % H;
-      const A* __restrict__ c1 = a1 + n * C;
-      const A* __restrict__ d1 = b1 + n * C;
-      const A* __restrict__ c2 = a2 + n * C;
-      const A* __restrict__ d2 = b2 + n * C;
-      for (int64_t w = 0; w < W; ++w) {
-        weighted_sum(br, m, n, h, w, C, bufs.data(), v.data(), s);
-        const int64_t at = ((n * H + h) * W + w) * C;
-        T* __restrict__ o = out + at;
-        if (code) {
-          int8_t* __restrict__ k = code + at;
+  with_branches(L, [&](auto branches) {
+    constexpr int NB = decltype(branches)::value;
+    at::parallel_for(0, g.N * H, 1, [&](int64_t begin, int64_t end) {
+      std::vector<A> bufs(L * C);
+      const A* v[3];
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t n = row / H, h = row % H;
+        const A* __restrict__ c1 = a1 + n * C;
+        const A* __restrict__ d1 = b1 + n * C;
+        const A* __restrict__ c2 = a2 + n * C;
+        const A* __restrict__ d2 = b2 + n * C;
+        for (int64_t w = 0; w < W; ++w) {
+          rows_at(br, n, h, w, C, bufs.data(), v);
+          const Rows<A> r(v, m + n * L * C, L, C);
+          const int64_t at = ((n * H + h) * W + w) * C;
+          T* __restrict__ o = out + at;
+          if (code) {
+            int8_t* __restrict__ k = code + at;
 #pragma omp simd
-          for (int64_t c = 0; c < C; ++c) {
-            const A y1 = c1[c] * s[c] + d1[c], y2 = c2[c] * s[c] + d2[c];
-            store(o, c, nan_max(y1, y2));
-            k[c] = sign_code(y1, y2);
+            for (int64_t c = 0; c < C; ++c) {
+              const A s = r.template sum<NB>(c);
+              const A y1 = c1[c] * s + d1[c], y2 = c2[c] * s + d2[c];
+              store(o, c, nan_max(y1, y2));
+              k[c] = sign_code(y1, y2);
+            }
+          } else {
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) {
+              const A s = r.template sum<NB>(c);
+              store(o, c, nan_max(c1[c] * s + d1[c], c2[c] * s + d2[c]));
+            }
           }
-        } else {
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c)
-            store(o, c, nan_max(c1[c] * s[c] + d1[c], c2[c] * s[c] + d2[c]));
         }
       }
-    }
+    });
   });
 }
 
@@ -265,48 +296,47 @@ void sums_kernel(const std::vector<Branch<T, A>>& br, const T* grad, const int8_
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
   const int64_t width = N * (L + 4) * C;  // per part: [n][dm_0 .. dm_L-1 | 4 coefficient sums]
   std::vector<double> part(parts * width, 0.0);
-  at::parallel_for(0, parts, 1, [&](int64_t pb, int64_t pe) {
-    std::vector<A> acc(C), bufs(L * C), row_sums((L + 4) * C);
-    std::vector<const A*> v(L);
-    A* __restrict__ s = acc.data();
-    for (int64_t p = pb; p < pe; ++p) {
-      const int64_t per = (rows + parts - 1) / parts;
-      for (int64_t row = p * per; row < std::min(rows, (p + 1) * per); ++row) {
-        const int64_t n = row / H, h = row % H;
-        std::fill(row_sums.begin(), row_sums.end(), A(0));
-        A* __restrict__ t = row_sums.data();
-        const A* __restrict__ c1 = a1 + n * C;
-        const A* __restrict__ c2 = a2 + n * C;
-        for (int64_t w = 0; w < W; ++w) {
-          weighted_sum(br, m, n, h, w, C, bufs.data(), v.data(), s);
-          const int64_t at = ((n * H + h) * W + w) * C;
-          const T* __restrict__ gr = grad + at;
-          const int8_t* __restrict__ k = code + at;
-          A* __restrict__ t1 = t + L * C;
+  with_branches(L, [&](auto branches) {
+    constexpr int NB = decltype(branches)::value;
+    at::parallel_for(0, parts, 1, [&](int64_t pb, int64_t pe) {
+      std::vector<A> bufs(L * C), row_sums((L + 4) * C);
+      const A* v[3];
+      for (int64_t p = pb; p < pe; ++p) {
+        const int64_t per = (rows + parts - 1) / parts;
+        for (int64_t row = p * per; row < std::min(rows, (p + 1) * per); ++row) {
+          const int64_t n = row / H, h = row % H;
+          std::fill(row_sums.begin(), row_sums.end(), A(0));
+          A* __restrict__ t0 = row_sums.data();
+          A* __restrict__ tb = t0 + (NB > 1 ? C : 0);
+          A* __restrict__ tc = t0 + (NB > 2 ? 2 * C : 0);
+          A* __restrict__ t1 = t0 + L * C;
           A* __restrict__ t2 = t1 + C;
           A* __restrict__ t3 = t2 + C;
           A* __restrict__ t4 = t3 + C;
-          for (int64_t i = 0; i < L; ++i) {
-            const A* __restrict__ vi = v[i];
-            A* __restrict__ ti = t + i * C;
+          const A* __restrict__ c1 = a1 + n * C;
+          const A* __restrict__ c2 = a2 + n * C;
+          for (int64_t w = 0; w < W; ++w) {
+            rows_at(br, n, h, w, C, bufs.data(), v);
+            const Rows<A> r(v, m + n * L * C, L, C);
+            const int64_t at = ((n * H + h) * W + w) * C;
+            const T* __restrict__ gr = grad + at;
+            const int8_t* __restrict__ k = code + at;
 #pragma omp simd
             for (int64_t c = 0; c < C; ++c) {
               A h1, h2;
               split_grad(k[c], load(gr, c), h1, h2);
-              ti[c] += (h1 * c1[c] + h2 * c2[c]) * vi[c];
+              const A gs = h1 * c1[c] + h2 * c2[c], s = r.template sum<NB>(c);
+              t0[c] += gs * r.v0[c];
+              if (NB > 1) tb[c] += gs * r.v1[c];
+              if (NB > 2) tc[c] += gs * r.v2[c];
+              t1[c] += h1 * s, t2[c] += h1, t3[c] += h2 * s, t4[c] += h2;
             }
           }
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) {
-            A h1, h2;
-            split_grad(k[c], load(gr, c), h1, h2);
-            t1[c] += h1 * s[c], t2[c] += h1, t3[c] += h2 * s[c], t4[c] += h2;
-          }
+          double* o = part.data() + p * width + n * (L + 4) * C;
+          for (int64_t j = 0; j < (L + 4) * C; ++j) o[j] += row_sums[j];
         }
-        double* o = part.data() + p * width + n * (L + 4) * C;
-        for (int64_t j = 0; j < (L + 4) * C; ++j) o[j] += t[j];
       }
-    }
+    });
   });
   for (int64_t n = 0; n < N; ++n)
     for (int64_t p = 0; p < parts; ++p) {
@@ -336,8 +366,10 @@ void maps_kernel(const std::vector<Branch<T, A>>& br, const T* grad, const int8_
       const A* __restrict__ c1 = a1 + n * C;
       const A* __restrict__ c2 = a2 + n * C;
       for (int64_t w = 0; w < W; ++w) {
-        // only the branches' rows are needed here, not s
-        for (int64_t i = 0; i < L; ++i) v[i] = value_row(br[i], n, h, w, C, bufs.data() + i * C);
+        // only the rows of the branches of the output's size are needed here (not s, and not a
+        // resized branch's blend)
+        for (int64_t i = 0; i < L; ++i)
+          if (!br[i].resized) v[i] = value_row(br[i], n, h, w, C, bufs.data() + i * C);
         const int64_t at = ((n * H + h) * W + w) * C;
         const T* __restrict__ gr = grad + at;
         const int8_t* __restrict__ k = code + at;

@@ -177,6 +177,11 @@ def test_speed_doc_ratio_runs_are_what_the_saved_runs_say():
     """docs/speed.md's runs side by side are `benchmark_neck.py --ratios` of the saved runs."""
     paths = ['docs/bench_cpu.json', 'docs/bench_ratio_runs/run2/results.json',
              'docs/bench_ratio_runs/run3/results.json',
+             'docs/bench_ratio_runs/run4/results.json',
+             'docs/bench_ratio_runs/run5/results.json',
+             'docs/bench_ratio_runs/4747ab5_bench/results.json',
+             'docs/bench_ratio_runs/4747ab5_run2/results.json',
+             'docs/bench_ratio_runs/4747ab5_run3/results.json',
              'docs/bench_ratio_runs/3ab460d_bench/results.json',
              'docs/bench_ratio_runs/3ab460d_run2/results.json',
              'docs/bench_ratio_runs/3ab460d_run3/results.json']

@@ -1,9 +1,10 @@
 // The CPU modulated deformable conv of mmdet_dyhead (deform_conv.py) as one C++ call per
 // direction: sampling loops and GEMMs, chunk by chunk, over every input (pyramid level) of a conv.
 //
-// Forward, per chunk of output positions: the loops write the chunk's columns (rows, K, C),
-// tap-major, each tap's C channels one contiguous row (the weight is laid out (C_out, kh, kw, C)
-// to match); one GEMM writes the chunk's output rows in place. Backward, per chunk: a GEMM gives
+// Forward, per chunk of output positions (each thread its own share of the rows): the loops
+// write the chunk's columns (rows, K, C), tap-major, each tap's C channels one contiguous row
+// (the weight is laid out (C_out, kh, kw, C) to match); one GEMM on the same thread writes the
+// chunk's output rows in place. Backward, per chunk: a GEMM gives
 // d loss / d columns; the loops add the input gradient, work out the offset and mask gradients
 // and write the columns again; a GEMM adds the chunk's share of the weight gradient in place.
 // No (rows, 4, K) tables and no flat copy of the inputs: each tap's corners, weights and
@@ -576,7 +577,12 @@ struct Problem {
 };
 
 // One output (P_g, cout_g) per group: its rows are its inputs' output positions (N, Ho, Wo)
-// one input after the other. Chunks of `step` rows: columns, then one GEMM into the output.
+// one input after the other. Each thread takes one contiguous share of the rows and runs, chunk
+// by chunk of `step` rows, the loops that write the chunk's columns and one GEMM (single-threaded
+// inside the parallel region) into the output rows: a chunk's columns never leave the core that
+// wrote them. (With the loops and a multi-threaded GEMM splitting each chunk differently, half of
+// every chunk's columns crossed between cores, which in this machine's slow phase cost more than
+// the second core gained.)
 std::vector<at::Tensor> forward_levels(const std::vector<at::Tensor>& xs,
                                        const std::vector<at::Tensor>& offsets,
                                        const std::vector<at::Tensor>& masks,
@@ -588,7 +594,7 @@ std::vector<at::Tensor> forward_levels(const std::vector<at::Tensor>& xs,
   const Problem pb(xs, offsets, masks, wkc, conf, ends, couts);
   const int64_t C = pb.cf.C, K = pb.cf.K;
   std::vector<at::Tensor> outs;
-  at::Tensor cols = at::empty({step, K * C}, xs[0].options());
+  onednn_ok();  // its one-time check runs torch ops: here, not inside the threads below
   dispatch(pb.dtype, [&](auto* t, auto* a) {
     using T = std::remove_pointer_t<decltype(t)>;
     using A = std::remove_pointer_t<decltype(a)>;
@@ -599,11 +605,19 @@ std::vector<at::Tensor> forward_levels(const std::vector<at::Tensor>& xs,
       at::Tensor out = at::empty({rows, cout}, xs[0].options());
       if (bias) out.copy_(bias->narrow(0, 0, cout).to(out.scalar_type()).expand({rows, cout}));
       const at::Tensor w = wkc.narrow(0, 0, cout).t();  // (K*C, cout), a transposed view
-      for (int64_t r0 = 0; r0 < rows; r0 += step) {
-        const int64_t r1 = std::min(rows, r0 + step);
-        sample_chunk<T, A>(ins, pb.cf, zeros.data(), r0, r1, ptr<T>(cols));
-        gemm(cols.narrow(0, 0, r1 - r0), w, out.narrow(0, r0, r1 - r0), bias.has_value());
-      }
+      const int64_t shares = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(),
+                                                           (rows + step - 1) / step));
+      at::parallel_for(0, shares, 1, [&](int64_t sb, int64_t se) {
+        at::Tensor cols = at::empty({std::min(step, rows), K * C}, xs[0].options());
+        for (int64_t s = sb; s < se; ++s) {
+          const int64_t first = rows * s / shares, last = rows * (s + 1) / shares;
+          for (int64_t r0 = first; r0 < last; r0 += step) {
+            const int64_t r1 = std::min(last, r0 + step);
+            sample_chunk<T, A>(ins, pb.cf, zeros.data(), r0, r1, ptr<T>(cols));
+            gemm(cols.narrow(0, 0, r1 - r0), w, out.narrow(0, r0, r1 - r0), bias.has_value());
+          }
+        }
+      });
       outs.push_back(out);
     }
   });

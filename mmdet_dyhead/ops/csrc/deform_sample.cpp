@@ -320,13 +320,20 @@ inline void tap_backward(const T* const* c, const T* g, A* const* gf, const A* s
                                   d, n);
 }
 
-// One thread's share of sample_backward_chunk: channels [c0, c0 + cw) of slice s, rows [r0, r1).
-// X: the inputs have grad_x; D: the offset or mask gradient is wanted (pd: this slice's partial
-// sums); O: cols is written.
+// The backward of sample_chunk for channels [c0, c0 + cw) (slice s) of rows [r0, r1), one read
+// of each corner row for all:
+//   grad_x[corner] += mask * w * gcols[r, k, :]                       (X: the inputs have grad_x;
+//                     a slice's first contribution to a pixel zeroes its row: see Input::seen)
+//   pd[j] = (sum_q w_q <x[corner_q], g>, sum_q dw_q/dy <..>, sum_q dw_q/dx <..>)   (D: the offset
+//                     or mask gradient is wanted; this slice's partial sums, added over slices after)
+//   cols[r, k, :] = the forward's columns, for the weight's gradient   (O)
+// gcols (d loss / d columns) and cols hold this slice's channels only: (r1 - r0, K, cw), the
+// thread's own buffers.
 template <bool X, bool D, bool O, typename T, typename A>
 void backward_slice(const std::vector<Input<T, A>>& ins, const Conf& cf, const T* zeros,
                     int64_t r0, int64_t r1, const T* __restrict__ gcols, T* __restrict__ cols,
                     int64_t s, int64_t c0, int64_t cw, A* pd, A* scratch) {
+  RECORD_FUNCTION("mmdet_dyhead::sample_loops", std::vector<c10::IValue>());
   const int64_t C = cf.C, K = cf.K;
   size_t l = input_of(ins, r0, 0);
   for (int64_t r = r0; r < r1; ++r) {
@@ -362,7 +369,7 @@ void backward_slice(const std::vector<Input<T, A>>& ins, const Conf& cf, const T
         }
       }
       A d[4];
-      tap_backward<X, D, O, T, A>(c, gcols + j * C + c0, gf, w, O ? cols + j * C + c0 : nullptr,
+      tap_backward<X, D, O, T, A>(c, gcols + j * cw, gf, w, O ? cols + j * cw : nullptr,
                                   d, cw);
       if (D) {
         for (int q = 0; q < 4; ++q)
@@ -375,51 +382,37 @@ void backward_slice(const std::vector<Input<T, A>>& ins, const Conf& cf, const T
   }
 }
 
-// The backward of sample_chunk for rows [r0, r1), one read of each corner row for all:
-//   grad_x[corner] += mask * w * gcols[r, k, :]                       (if the inputs have grad_x;
-//                     a slice's first contribution to a pixel zeroes its row: see Input::seen)
-//   grad_mask[r, k] = sum_q w_q <x[corner_q], gcols[r, k, :]>          (if they have grad_mask)
-//   grad_off[r, 2k | 2k+1] = mask * sum_q dw_q/dy|dx <x[corner_q], gcols[r, k, :]>   (grad_off)
-//   cols[r, k, :] = the forward's columns, for the weight's gradient   (optional)
-// gcols (rows, K, C) is d loss / d cols. Taps of different positions hit the same input rows, so
-// threads split the channels, not the taps: no two threads ever add to the same element. Each
-// keeps partial sums of its channels for the three per-tap gradients; they are added after.
+// the (X, D, O) form of backward_slice that a call needs
 template <typename T, typename A>
-void sample_backward_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf,
-                           const T* zeros, int64_t r0, int64_t r1, const T* __restrict__ gcols,
-                           bool need_x, bool need_off, bool need_mask, T* __restrict__ cols) {
-  RECORD_FUNCTION("mmdet_dyhead::sample_loops", std::vector<c10::IValue>());
-  const int64_t C = cf.C, K = cf.K, rows = r1 - r0, n = rows * K;
-  const int64_t slices = channel_slices(C), width = slice_width(C);
-  const bool need_dots = need_off || need_mask;
-  std::vector<A> partial(need_dots ? slices * n * 3 : 0);  // (slice, tap, [m, y, x])
-  // the (X, D, O) form of backward_slice that this call needs
-  using Slice = void (*)(const std::vector<Input<T, A>>&, const Conf&, const T*, int64_t, int64_t,
+using SliceFn = void (*)(const std::vector<Input<T, A>>&, const Conf&, const T*, int64_t, int64_t,
                          const T*, T*, int64_t, int64_t, int64_t, A*, A*);
-  static const Slice forms[8] = {
+
+template <typename T, typename A>
+SliceFn<T, A> slice_form(bool x, bool dots, bool cols) {
+  static const SliceFn<T, A> forms[8] = {
       backward_slice<false, false, false, T, A>, backward_slice<false, false, true, T, A>,
       backward_slice<false, true, false, T, A>,  backward_slice<false, true, true, T, A>,
       backward_slice<true, false, false, T, A>,  backward_slice<true, false, true, T, A>,
       backward_slice<true, true, false, T, A>,   backward_slice<true, true, true, T, A>};
-  const Slice slice_fn = forms[(need_x ? 4 : 0) + (need_dots ? 2 : 0) + (cols ? 1 : 0)];
-  at::parallel_for(0, slices, 1, [&](int64_t sb, int64_t se) {
-    std::vector<A> scratch(4 * width);
-    for (int64_t s = sb; s < se; ++s) {
-      const int64_t c0 = s * width, cw = std::min(C, c0 + width) - c0;
-      if (cw <= 0) continue;
-      slice_fn(ins, cf, zeros, r0, r1, gcols, cols, s, c0, cw,
-               need_dots ? partial.data() + s * n * 3 : nullptr, scratch.data());
-    }
-  });
-  if (!need_dots) return;
-  size_t l = input_of(ins, r0, 0);
-  for (int64_t r = r0; r < r1; ++r) {
+  return forms[(x ? 4 : 0) + (dots ? 2 : 0) + (cols ? 1 : 0)];
+}
+
+// The offset and mask gradients of a group's rows [0, rows) from the slices' partial sums
+// (slice, row * K + k, [m, y, x]), added in slice order:
+//   grad_mask[r, k] = sum_q w_q <x[corner_q], gcols[r, k, :]>
+//   grad_off[r, 2k | 2k+1] = mask * sum_q dw_q/dy|dx <x[corner_q], gcols[r, k, :]>
+template <typename T, typename A>
+void add_partials(const std::vector<Input<T, A>>& ins, const Conf& cf, const std::vector<A>& partial,
+                  int64_t slices, int64_t rows, bool need_off, bool need_mask) {
+  const int64_t K = cf.K, n = rows * K;
+  size_t l = 0;
+  for (int64_t r = 0; r < rows; ++r) {
     l = input_of(ins, r, l);
     const Input<T, A>& in = ins[l];
     const Position p = locate(in, r);
     const int64_t pixel = (p.n * in.Ho + p.ho) * in.Wo + p.wo;
     for (int64_t k = 0; k < K; ++k) {
-      const int64_t j = (r - r0) * K + k;
+      const int64_t j = r * K + k;
       A sm = 0, sy = 0, sx = 0;
       for (int64_t s = 0; s < slices; ++s) {
         const A* q = partial.data() + (s * n + j) * 3;
@@ -659,17 +652,28 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
                         ? at::empty({o.size(0), K, o.size(2), o.size(3)}, acc_opts.memory_format(cl))
                         : none());
   }
-  at::Tensor gcols = at::empty({step, K * C}, xs[0].options());
-  at::Tensor cols = need_w ? at::empty({step, K * C}, xs[0].options()) : none();
+  // Threads split the channels (taps of different positions hit the same input rows, so no two
+  // threads may split the rows): each runs, for its slice, the GEMM that gives the slice's
+  // columns' gradient, the loops, and the GEMM that adds the slice's share of the weight
+  // gradient into its own accumulator, on buffers of its own, so no chunk's columns cross
+  // between cores. The weight's slice (C_out, K, cw) is copied once per group.
+  const int64_t slices = channel_slices(C), width = slice_width(C);
+  std::vector<at::Tensor> gws(slices);  // per slice: (C_out, K * cw) of the weight gradient
+  for (int64_t s = 0; need_w && s < slices; ++s)
+    gws[s] = at::empty({wkc.size(0), K * std::max<int64_t>(0, std::min(C, (s + 1) * width) - s * width)},
+                       acc_opts);
   // per input, per channel slice, whether each pixel's gradient row has been written
   std::vector<std::vector<uint8_t>> seen(n);
   if (need_x)
     for (int64_t i = 0; i < n; ++i)
-      seen[i].assign(channel_slices(C) * xs[i].size(0) * xs[i].size(2) * xs[i].size(3), 0);
+      seen[i].assign(slices * xs[i].size(0) * xs[i].size(2) * xs[i].size(3), 0);
+  onednn_ok();  // its one-time check runs torch ops: here, not inside the threads below
+  const bool need_dots = need_off || need_mask;
   dispatch(pb.dtype, [&](auto* t, auto* a) {
     using T = std::remove_pointer_t<decltype(t)>;
     using A = std::remove_pointer_t<decltype(a)>;
     const std::vector<T> zeros(C, T(0));
+    const SliceFn<T, A> slice_fn = slice_form<T, A>(need_x, need_dots, need_w);
     for (size_t g = 0; g < ends.size(); ++g) {
       auto ins = pb.inputs<T, A>(g, xs, offsets, masks);
       for (size_t j = 0; j < ins.size(); ++j) {
@@ -683,26 +687,52 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
       TORCH_CHECK(go.dim() == 2 && go.size(0) == rows && go.size(1) == cout &&
                       go.is_contiguous() && go.scalar_type() == pb.dtype,
                   "output gradient ", g, " must be contiguous (", rows, ", ", cout, ")");
-      const at::Tensor w = wkc.narrow(0, 0, cout);  // (cout, K*C)
-      at::Tensor gw = need_w ? grad_w.narrow(0, 0, cout) : at::Tensor();
-      for (int64_t r0 = 0; r0 < rows; r0 += step) {
-        const int64_t r1 = std::min(rows, r0 + step), m = r1 - r0;
-        const at::Tensor go_chunk = go.narrow(0, r0, m);
-        gemm(go_chunk, w, gcols.narrow(0, 0, m), false);  // d loss / d columns
-        if (need_x || need_off || need_mask || need_w)
-          sample_backward_chunk<T, A>(ins, pb.cf, zeros.data(), r0, r1, ptr<T>(gcols), need_x,
-                                      need_off, need_mask, need_w ? ptr<T>(cols) : nullptr);
-        if (need_w) {
-          const at::Tensor a = go_chunk.t(), b = cols.narrow(0, 0, m);
-          const int64_t added = std::min(written, cout);
-          if (added > 0) gemm(a.narrow(0, 0, added), b, gw.narrow(0, 0, added), true);
-          if (added < cout)
-            gemm(a.narrow(0, added, cout - added), b, gw.narrow(0, added, cout - added), false);
-          written = std::max(written, cout);
+      if (!(need_x || need_dots || need_w)) continue;
+      const at::Tensor w = wkc.narrow(0, 0, cout).view({cout, K, C});
+      // per slice, per tap of every row: the three partial sums of the offset/mask gradients
+      std::vector<A> partial(need_dots ? slices * rows * K * 3 : 0);
+      const int64_t chunk = std::min(step, rows);
+      at::parallel_for(0, slices, 1, [&](int64_t sb, int64_t se) {
+        std::vector<A> scratch(4 * width);
+        for (int64_t s = sb; s < se; ++s) {
+          const int64_t c0 = s * width, cw = std::min(C, c0 + width) - c0;
+          if (cw <= 0) continue;
+          const at::Tensor ws = w.narrow(2, c0, cw).reshape({cout, K * cw});  // a copy
+          at::Tensor gcols = at::empty({chunk, K * cw}, xs[0].options());
+          at::Tensor cols = need_w ? at::empty({chunk, K * cw}, xs[0].options()) : at::Tensor();
+          at::Tensor gw = need_w ? gws[s].narrow(0, 0, cout) : at::Tensor();
+          int64_t done = written;  // rows of gw below this are added to, the rest written
+          for (int64_t r0 = 0; r0 < rows; r0 += step) {
+            const int64_t r1 = std::min(rows, r0 + step), m = r1 - r0;
+            const at::Tensor go_chunk = go.narrow(0, r0, m);
+            gemm(go_chunk, ws, gcols.narrow(0, 0, m), false);  // d loss / d this slice's columns
+            slice_fn(ins, pb.cf, zeros.data(), r0, r1, ptr<T>(gcols),
+                     need_w ? ptr<T>(cols) : nullptr, s, c0, cw,
+                     need_dots ? partial.data() + (s * rows + r0) * K * 3 : nullptr,
+                     scratch.data());
+            if (need_w) {
+              const at::Tensor a = go_chunk.t(), b = cols.narrow(0, 0, m);
+              const int64_t added = std::min(done, cout);
+              if (added > 0) gemm(a.narrow(0, 0, added), b, gw.narrow(0, 0, added), true);
+              if (added < cout)
+                gemm(a.narrow(0, added, cout - added), b, gw.narrow(0, added, cout - added),
+                     false);
+              done = std::max(done, cout);
+            }
+          }
         }
-      }
+      });
+      if (need_w) written = std::max(written, cout);
+      if (need_dots) add_partials<T, A>(ins, pb.cf, partial, slices, rows, need_off, need_mask);
     }
   });
+  // the slices' weight gradients into the (C_out, K * C) matrix
+  for (int64_t s = 0; need_w && written > 0 && s < slices; ++s) {
+    const int64_t c0 = s * width, cw = std::min(C, c0 + width) - c0;
+    if (cw <= 0) continue;
+    grad_w.narrow(0, 0, written).view({written, K, C}).narrow(2, c0, cw)
+        .copy_(gws[s].narrow(0, 0, written).view({written, K, cw}));
+  }
   if (need_w && written < grad_w.size(0)) grad_w.narrow(0, written, grad_w.size(0) - written).zero_();
   // pixels no tap reached: zero gradient rows (every slice visits the same pixels; the first
   // slice is never empty)

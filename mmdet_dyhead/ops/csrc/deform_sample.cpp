@@ -569,6 +569,14 @@ struct Problem {
   }
 };
 
+// Inside the threads of a parallel region: torch ops as in the op's own thread, below autograd
+// (the other threads do not inherit its dispatch state, and a weight that requires grad would
+// send at::mm_out through autograd, which refuses out= arguments)
+struct BelowAutograd {
+  at::AutoDispatchBelowADInplaceOrView below;
+  at::NoGradGuard no_grad;
+};
+
 // One output (P_g, cout_g) per group: its rows are its inputs' output positions (N, Ho, Wo)
 // one input after the other. Each thread takes one contiguous share of the rows and runs, chunk
 // by chunk of `step` rows, the loops that write the chunk's columns and one GEMM (single-threaded
@@ -601,6 +609,7 @@ std::vector<at::Tensor> forward_levels(const std::vector<at::Tensor>& xs,
       const int64_t shares = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(),
                                                            (rows + step - 1) / step));
       at::parallel_for(0, shares, 1, [&](int64_t sb, int64_t se) {
+        const BelowAutograd below;
         at::Tensor cols = at::empty({std::min(step, rows), K * C}, xs[0].options());
         for (int64_t s = sb; s < se; ++s) {
           const int64_t first = rows * s / shares, last = rows * (s + 1) / shares;
@@ -693,6 +702,7 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
       std::vector<A> partial(need_dots ? slices * rows * K * 3 : 0);
       const int64_t chunk = std::min(step, rows);
       at::parallel_for(0, slices, 1, [&](int64_t sb, int64_t se) {
+        const BelowAutograd below;
         std::vector<A> scratch(4 * width);
         for (int64_t s = sb; s < se; ++s) {
           const int64_t c0 = s * width, cw = std::min(C, c0 + width) - c0;

@@ -175,16 +175,11 @@ def test_readme_speed_table_is_what_the_saved_benchmark_says(tmp_path):
 
 def test_speed_doc_ratio_runs_are_what_the_saved_runs_say():
     """docs/speed.md's runs side by side are `benchmark_neck.py --ratios` of the saved runs."""
-    paths = ['docs/bench_cpu.json', 'docs/bench_ratio_runs/run2/results.json',
-             'docs/bench_ratio_runs/run3/results.json',
-             'docs/bench_ratio_runs/run4/results.json',
-             'docs/bench_ratio_runs/run5/results.json',
-             'docs/bench_ratio_runs/4747ab5_bench/results.json',
-             'docs/bench_ratio_runs/4747ab5_run2/results.json',
-             'docs/bench_ratio_runs/4747ab5_run3/results.json',
-             'docs/bench_ratio_runs/3ab460d_bench/results.json',
-             'docs/bench_ratio_runs/3ab460d_run2/results.json',
-             'docs/bench_ratio_runs/3ab460d_run3/results.json']
+    paths = ['docs/bench_cpu.json'] + [
+        f'docs/bench_ratio_runs/{run}/results.json'
+        for run in ['run2', 'run3', 'run4', 'eb2437d_bench', 'eb2437d_run2', 'eb2437d_run3',
+                    'eb2437d_run4', 'eb2437d_run5', '4747ab5_bench', '4747ab5_run2',
+                    '4747ab5_run3', '3ab460d_bench', '3ab460d_run2', '3ab460d_run3']]
     out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--ratios', *paths],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

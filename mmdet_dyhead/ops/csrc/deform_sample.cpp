@@ -4,9 +4,10 @@
 // Forward, per chunk of output positions (each thread its own share of the rows): the loops
 // write the chunk's columns (rows, K, C), tap-major, each tap's C channels one contiguous row
 // (the weight is laid out (C_out, kh, kw, C) to match); one GEMM on the same thread writes the
-// chunk's output rows in place. Backward, per chunk: a GEMM gives
-// d loss / d columns; the loops add the input gradient, work out the offset and mask gradients
-// and write the columns again; a GEMM adds the chunk's share of the weight gradient in place.
+// chunk's output rows in place. Backward, per chunk (each thread its own slice of the channels):
+// a GEMM gives d loss / d the slice's columns; the loops add the input gradient, work out the
+// slice's share of the offset and mask gradients and write the slice's columns again; a GEMM
+// adds the chunk's share of the weight gradient into the slice's own accumulator.
 // No (rows, 4, K) tables and no flat copy of the inputs: each tap's corners, weights and
 // derivatives come from its position in the loop, read from the inputs, offsets and masks
 // where they lie (inputs channels-last; offsets and masks in any layout).
@@ -304,6 +305,12 @@ inline int64_t slice_width(int64_t C) {
   const int64_t slices = channel_slices(C);
   return ((C + slices - 1) / slices + 15) / 16 * 16;
 }
+// slice s of slices of `width` channels out of C: its first channel and width (<= 0: empty)
+struct ChannelSlice {
+  int64_t c0, cw;
+  ChannelSlice(int64_t C, int64_t width, int64_t s)
+      : c0(s * width), cw(std::min(C, s * width + width) - s * width) {}
+};
 
 // tap_backward_row for the data's type (bf16 rows 16 lanes at a time where the CPU has AVX-512 BF16)
 template <bool X, bool D, bool O, typename T, typename A>
@@ -669,7 +676,7 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
   const int64_t slices = channel_slices(C), width = slice_width(C);
   std::vector<at::Tensor> gws(slices);  // per slice: (C_out, K * cw) of the weight gradient
   for (int64_t s = 0; need_w && s < slices; ++s)
-    gws[s] = at::empty({wkc.size(0), K * std::max<int64_t>(0, std::min(C, (s + 1) * width) - s * width)},
+    gws[s] = at::empty({wkc.size(0), K * std::max<int64_t>(0, ChannelSlice(C, width, s).cw)},
                        acc_opts);
   // per input, per channel slice, whether each pixel's gradient row has been written
   std::vector<std::vector<uint8_t>> seen(n);
@@ -705,7 +712,7 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
         const BelowAutograd below;
         std::vector<A> scratch(4 * width);
         for (int64_t s = sb; s < se; ++s) {
-          const int64_t c0 = s * width, cw = std::min(C, c0 + width) - c0;
+          const auto [c0, cw] = ChannelSlice(C, width, s);
           if (cw <= 0) continue;
           const at::Tensor ws = w.narrow(2, c0, cw).reshape({cout, K * cw});  // a copy
           at::Tensor gcols = at::empty({chunk, K * cw}, xs[0].options());
@@ -738,7 +745,7 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
   });
   // the slices' weight gradients into the (C_out, K * C) matrix
   for (int64_t s = 0; need_w && written > 0 && s < slices; ++s) {
-    const int64_t c0 = s * width, cw = std::min(C, c0 + width) - c0;
+    const auto [c0, cw] = ChannelSlice(C, width, s);
     if (cw <= 0) continue;
     grad_w.narrow(0, 0, written).view({written, K, C}).narrow(2, c0, cw)
         .copy_(gws[s].narrow(0, 0, written).view({written, K, cw}));

@@ -155,7 +155,7 @@ def test_with_cp_gives_the_same_outputs_and_gradients():
     for model in (plain, cp):
         xs = [f.clone().requires_grad_() for f in feats]
         out = model(xs)
-        sum((o * torch.randn_like(o, generator=torch.Generator().manual_seed(1))).sum()
+        sum((o * torch.randn_like(o, generator=torch.Generator(o.device).manual_seed(1))).sum()
             for o in out).backward()
         outs.append(out)
         grads.append([x.grad for x in xs] + [p.grad for p in model.parameters()])
@@ -177,3 +177,12 @@ def test_task_attention_without_autograd_equals_the_autograd_form():
     with torch.no_grad():
         fast = task(x)
     assert torch.equal(fast, task(x).detach())
+
+
+def test_built_under_a_default_device_every_parameter_lands_there():
+    """mmcv's deformable conv makes its weight with the legacy torch.Tensor(...), which ignores
+    the default device; the neck's parameters must all follow it (TORCH_DEVICE=cuda relies on it)."""
+    with torch.device('meta'):
+        neck = DynamicHead(16, 16, num_blocks=1, norm_cfg=dict(type='GN', num_groups=4))
+    devices = {name: p.device.type for name, p in neck.named_parameters()}
+    assert set(devices.values()) == {'meta'}, devices

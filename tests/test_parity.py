@@ -1,7 +1,7 @@
 """Converted weights give the references' outputs: mmdet's DyHead and microsoft/DynamicHead."""
 import pytest
 import torch
-from conftest import perturb
+from conftest import DEVICE, perturb
 from mmdet.models.necks import DyHead
 from official_layout import OfficialTower
 
@@ -22,7 +22,7 @@ SIZES = [[(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)], [(15, 21), (8, 11), (4, 6),
 @pytest.mark.parametrize('sizes', SIZES)
 @pytest.mark.parametrize('impl', ['mmcv', 'torch'])
 def test_mmdet_dyhead_parity(sizes, impl):
-    ref = DyHead(32, 32, num_blocks=2)
+    ref = DyHead(32, 32, num_blocks=2).to(DEVICE)  # mmcv makes its conv weights on the CPU
     _perturb(ref, 0.05)  # offsets of about a pixel, so the misread coarser branch matters
     ours = from_mmdet_dyhead(ref, dcn_impl=impl)
     assert ours.legacy_offsets and ours.num_blocks == 2
@@ -41,7 +41,7 @@ def test_mmdet_dyhead_parity(sizes, impl):
 
 
 def test_corrected_offsets_differ_from_mmdet_where_it_misreads():
-    ref = DyHead(32, 32, num_blocks=1)
+    ref = DyHead(32, 32, num_blocks=1).to(DEVICE)  # mmcv makes its conv weights on the CPU
     _perturb(ref, 0.05)
     fixed = from_mmdet_dyhead(ref, legacy_offsets=False)
     x = [torch.randn(1, 32, s, s) for s in (8, 4, 2)]
@@ -70,7 +70,7 @@ def test_official_layout_key_mapping_and_bias():
 
 def test_mmdet_detector_state_dict_conversion_keeps_other_keys():
     from mmdet_dyhead.converters import convert_mmdet_state_dict
-    ref = DyHead(32, 32, num_blocks=1)
+    ref = DyHead(32, 32, num_blocks=1).to(DEVICE)  # mmcv makes its conv weights on the CPU
     state = {f'neck.1.{k}': v for k, v in ref.state_dict().items()}
     state['bbox_head.atss_cls.weight'] = torch.zeros(3)
     converted, others = convert_mmdet_state_dict(state, out_prefix='neck.1.')

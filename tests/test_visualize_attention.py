@@ -121,7 +121,7 @@ def test_sample_points_are_where_the_kernel_samples(legacy):
                 for x in range(w):
                     for s in sample_points(neck, rec.blocks, b, level, y, x, n):
                         src_h, src_w = r.sizes[s.level]
-                        got = sampled[(s.branch, level)][n]
+                        got = sampled[(s.branch, level)][n].cpu()  # sample_points answers on the CPU
                         # the output position in that conv's map (same: (y, x); others: the
                         # one the resize to level l weighs most, as sample_points says)
                         oy, ox = _pos(s.branch, y, x, r.sizes, level, got.shape[-2:])

@@ -64,6 +64,9 @@ class DeformConvNorm(nn.Module):
         super().__init__()
         self.conv = ModulatedDeformConv2d(in_channels, out_channels, 3, stride=stride,
                                           padding=1, bias=bias)
+        # mmcv makes its weights with the legacy torch.Tensor(...), which ignores
+        # torch.set_default_device / `with torch.device(...)`; the rest of the neck follows it
+        self.conv.to(torch.get_default_device())
         self.norm = build_norm_layer(norm_cfg, out_channels)[1] if norm_cfg else nn.Identity()
 
     def forward(self, x: Tensor, offset: Optional[Tensor] = None, mask: Optional[Tensor] = None,

@@ -123,7 +123,7 @@ class Samples:
 
 def _taps(offsets: Tensor, masks: Tensor, n: int, y: int, x: int, stride: int = 1) -> Tuple[Tensor, Tensor]:
     """Where a 3x3, padding 1 deformable conv of ``stride`` samples for output (y, x)."""
-    k = torch.arange(9)
+    k = torch.arange(9, device='cpu')  # the taps are returned on the CPU, for plotting
     grid = torch.stack([y * stride - 1 + k // 3, x * stride - 1 + k % 3], 1).to(offsets.dtype)
     return grid + offsets[n, :, y, x].view(9, 2).cpu(), masks[n, :, y, x].cpu()
 

@@ -272,3 +272,65 @@ def test_readme_bf16_and_memory_figures_are_the_saved_ones():
             f'faster than fp32) against {st["bf16"]["fwd_bwd"]:.3f} s') in readme
     assert (f'from {m["ours, default"]:.0f} MiB to {m["ours, with_cp"]:.0f} MiB at 512x512 '
             f'(the stacked convs: {m["4 stacked convs"]:.0f} MiB)') in readme
+
+
+@pytest.mark.parametrize('dtype', ['fp32', 'fp16'])
+def test_gpu_tables_are_what_the_saved_runs_say(tmp_path, dtype):
+    """docs/bench_gpu/*/table.md redraws exactly from the run's results.json, docs/speed.md carries
+    it, and the README's GPU sentence quotes the fp32 run."""
+    src = f'docs/bench_gpu/{dtype}/results.json'
+    out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--from-json', src, '--out',
+                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = (tmp_path / 'table.md').read_text()
+    assert table.startswith('256 channels, 6 blocks, batch 2, P3-P7, ' + dtype + ', cuda: NVIDIA')
+    with open(osp.join(ROOT, f'docs/bench_gpu/{dtype}/table.md')) as f:
+        assert f.read() == table
+    with open(osp.join(ROOT, 'docs/speed.md')) as f:
+        assert table.strip() in f.read()
+    if dtype == 'fp32':
+        with open(osp.join(ROOT, src)) as f:
+            t = json.load(f)['sizes']['512x512']['time']
+        ours, ref = t['ours, default']['fwd_bwd'], t['mmdet DyHead']['fwd_bwd']
+        with open(osp.join(ROOT, 'README.md')) as f:
+            readme = ' '.join(f.read().split())
+        assert (f'takes {ours:.3f} s against {ref:.3f} s for mmdet\'s `DyHead` ({ref / ours:.2f}x '
+                f'faster) and {t["4 stacked convs"]["fwd_bwd"]:.3f} s for the stacked convs') in readme
+
+
+def test_mmcv_subset_keeps_only_the_named_cuda_kernels(tmp_path):
+    """tools/gpu/mmcv_subset.py on a small mmcv-like tree: the kept kernels and their bindings stay,
+    the others go, direct CUDA callers lose MMCV_WITH_CUDA, THC's header is replaced, and a second
+    run changes nothing."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('mmcv_subset', osp.join(ROOT, 'tools/gpu/mmcv_subset.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    pt = tmp_path / 'mmcv/ops/csrc/pytorch'
+    (pt / 'cuda').mkdir(parents=True)
+    common = tmp_path / 'mmcv/ops/csrc/common'
+    common.mkdir()
+    (common / 'pytorch_cuda_helper.hpp').write_text(tool.THC + '\n')
+    for name in tool.KEEP_CU + ['other_cuda.cu']:
+        (pt / 'cuda' / name).write_text('// kernel\n')
+    for name in tool.DIRECT_CUDA:
+        (pt / name).write_text('#ifdef MMCV_WITH_CUDA\n#endif\n')
+    ops = [('other', 'OtherLauncher')] + [(k.lower(), k) for k in tool.KEEP_BINDINGS]
+    bind = '#include "pytorch_cpp_helper.hpp"\n#include "pytorch_device_registry.hpp"\n\n' + ''.join(
+        f'void {launcher}(Tensor x);\n\nvoid {op}_cuda(Tensor x) {{\n  {launcher}(x);\n}}\n\n'
+        f'void {op}_impl(Tensor x);\nREGISTER_DEVICE_IMPL({op}_impl, CUDA,\n'
+        f'                     {op}_cuda);\n\n' for op, launcher in ops)
+    (pt / 'cuda/cudabind.cpp').write_text(bind)
+    tool.main(str(tmp_path))
+    assert sorted(p.name for p in (pt / 'cuda').glob('*.cu')) == sorted(tool.KEEP_CU)
+    kept = (pt / 'cuda/cudabind.cpp').read_text()
+    assert kept.startswith('#include "pytorch_cpp_helper.hpp"\n#include "pytorch_device_registry.hpp"')
+    assert 'OtherLauncher' not in kept and 'other_impl' not in kept
+    for op, launcher in ops[1:]:
+        assert f'REGISTER_DEVICE_IMPL({op}_impl, CUDA,' in kept and f'void {launcher}(' in kept
+    for name in tool.DIRECT_CUDA:
+        assert (pt / name).read_text().startswith('#undef MMCV_WITH_CUDA')
+    assert 'ATen/cuda/Atomic.cuh' in (common / 'pytorch_cuda_helper.hpp').read_text()
+    before = {p: p.read_text() for p in tmp_path.rglob('*') if p.is_file()}
+    tool.main(str(tmp_path))
+    assert {p: p.read_text() for p in tmp_path.rglob('*') if p.is_file()} == before

@@ -173,13 +173,15 @@ def test_readme_speed_table_is_what_the_saved_benchmark_says(tmp_path):
     assert png[..., :3].std() > 0.05  # lines and text in more than one colour
 
 
-def test_speed_doc_ratio_runs_are_what_the_saved_runs_say():
-    """docs/speed.md's runs side by side are `benchmark_neck.py --ratios` of the saved runs."""
-    paths = ['docs/bench_cpu.json'] + [
+@pytest.mark.parametrize('paths', [
+    ['docs/bench_cpu.json'] + [
         f'docs/bench_ratio_runs/{run}/results.json'
         for run in ['run2', 'run3', 'run4', 'eb2437d_bench', 'eb2437d_run2', 'eb2437d_run3',
                     'eb2437d_run4', 'eb2437d_run5', '4747ab5_bench', '4747ab5_run2',
-                    '4747ab5_run3', '3ab460d_bench', '3ab460d_run2', '3ab460d_run3']]
+                    '4747ab5_run3', '3ab460d_bench', '3ab460d_run2', '3ab460d_run3']],
+    [f'docs/bench_ratio_runs/xeon_run{i}/results.json' for i in (1, 2)]], ids=['epyc', 'xeon'])
+def test_speed_doc_ratio_runs_are_what_the_saved_runs_say(paths):
+    """docs/speed.md's runs side by side are `benchmark_neck.py --ratios` of the saved runs."""
     out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--ratios', *paths],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -334,3 +336,34 @@ def test_mmcv_subset_keeps_only_the_named_cuda_kernels(tmp_path):
     before = {p: p.read_text() for p in tmp_path.rglob('*') if p.is_file()}
     tool.main(str(tmp_path))
     assert {p: p.read_text() for p in tmp_path.rglob('*') if p.is_file()} == before
+
+
+def test_xeon_bf16_table_is_what_its_saved_run_says(tmp_path):
+    """docs/bench_bf16_runs/xeon/table.md redraws exactly from its results.json, and docs/speed.md
+    carries it."""
+    out = subprocess.run([sys.executable, 'tools/benchmark_precision.py', '--from-json',
+                          'docs/bench_bf16_runs/xeon/results.json', '--out', str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = (tmp_path / 'table.md').read_text()
+    assert 'Intel(R) Xeon(R)' in table
+    with open(osp.join(ROOT, 'docs/bench_bf16_runs/xeon/table.md')) as f:
+        assert f.read() == table
+    with open(osp.join(ROOT, 'docs/speed.md')) as f:
+        assert table.strip() in f.read()
+
+
+def test_readme_xeon_sentence_is_what_the_saved_runs_say():
+    """The README's Xeon ranges are the min and max over docs/bench_ratio_runs/xeon_run*."""
+    runs = []
+    for i in (1, 2):
+        with open(osp.join(ROOT, f'docs/bench_ratio_runs/xeon_run{i}/results.json')) as f:
+            runs.append(json.load(f))
+    ratios = [r['sizes'][s]['time']['ours, default']['fwd_bwd'] /
+              r['sizes'][s]['time']['4 stacked convs']['fwd_bwd']
+              for r in runs for s in ('512x512', '800x1333')]
+    atss = [r['atss']['ratio'] for r in runs]
+    with open(osp.join(ROOT, 'README.md')) as f:
+        readme = ' '.join(f.read().split())
+    assert (f'forward+backward takes {min(ratios):.2f}-{max(ratios):.2f}x the stacked convs and the '
+            f'ATSS iteration {min(atss):.2f}-{max(atss):.2f}x (two runs;') in readme

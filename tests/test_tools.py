@@ -155,15 +155,19 @@ def test_amp_on_cpu_trains_in_bf16(tiny_data, tmp_path):
     assert losses and all(math.isfinite(v) for v in losses)
 
 
-def test_readme_speed_table_is_what_the_saved_benchmark_says(tmp_path):
-    """docs/bench_cpu.md is redrawn exactly from docs/bench_cpu.json, the benchmark's own output,
-    and docs/speed.md carries that table."""
-    out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--from-json',
-                          'docs/bench_cpu.json', '--out', str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True)
+@pytest.mark.parametrize('src,saved,head', [
+    ('docs/bench_cpu.json', 'docs/bench_cpu.md', 'fp32, cpu: '),
+    ('docs/bench_gpu/fp32/results.json', 'docs/bench_gpu/fp32/table.md', 'fp32, cuda: NVIDIA'),
+    ('docs/bench_gpu/fp16/results.json', 'docs/bench_gpu/fp16/table.md', 'fp16, cuda: NVIDIA')])
+def test_saved_speed_tables_are_what_the_saved_benchmarks_say(tmp_path, src, saved, head):
+    """Each saved speed table (make bench's, the GPU runs') is redrawn exactly from its JSON, the
+    benchmark's own output, and docs/speed.md carries that table."""
+    out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--from-json', src, '--out',
+                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     table = (tmp_path / 'table.md').read_text()
-    with open(osp.join(ROOT, 'docs/bench_cpu.md')) as f:
+    assert table.startswith('256 channels, 6 blocks, batch 2, P3-P7, ' + head)
+    with open(osp.join(ROOT, saved)) as f:
         assert f.read() == table
     with open(osp.join(ROOT, 'docs/speed.md')) as f:
         assert table.strip() in f.read()
@@ -249,14 +253,17 @@ def test_precision_table_gives_bf16_speedups_and_ratios_to_the_stacked_convs():
     assert '| 64x64 | DynamicHead / stacked convs | 2.00x | 2.00x | 2.00x | 4.00x | |' in md
 
 
-@pytest.mark.parametrize('tool,fn,saved', [('benchmark_neck', 'memory_table', 'bench_memory'),
-                                           ('benchmark_precision', 'table', 'bench_bf16')])
-def test_saved_memory_and_bf16_tables_are_what_their_results_say(tool, fn, saved):
-    """docs/bench_memory.md and docs/bench_bf16.md are drawn exactly from the benchmarks' saved
-    JSON, and docs/speed.md carries them."""
-    with open(osp.join(ROOT, f'docs/{saved}.json')) as f:
+@pytest.mark.parametrize('tool,fn,src,saved', [
+    ('benchmark_neck', 'memory_table', 'bench_memory.json', 'bench_memory.md'),
+    ('benchmark_precision', 'table', 'bench_bf16.json', 'bench_bf16.md'),
+    ('benchmark_precision', 'table', 'bench_bf16_runs/xeon/results.json',
+     'bench_bf16_runs/xeon/table.md')])
+def test_saved_memory_and_bf16_tables_are_what_their_results_say(tool, fn, src, saved):
+    """docs/bench_memory.md and the bf16 tables (this CPU's, the Xeon's) are drawn exactly from the
+    benchmarks' saved JSON, and docs/speed.md carries them."""
+    with open(osp.join(ROOT, 'docs', src)) as f:
         md = getattr(_tool(tool), fn)(json.load(f))
-    with open(osp.join(ROOT, f'docs/{saved}.md')) as f:
+    with open(osp.join(ROOT, 'docs', saved)) as f:
         assert f.read() == md
     with open(osp.join(ROOT, 'docs/speed.md')) as f:
         assert md.strip() in f.read()
@@ -276,28 +283,14 @@ def test_readme_bf16_and_memory_figures_are_the_saved_ones():
             f'(the stacked convs: {m["4 stacked convs"]:.0f} MiB)') in readme
 
 
-@pytest.mark.parametrize('dtype', ['fp32', 'fp16'])
-def test_gpu_tables_are_what_the_saved_runs_say(tmp_path, dtype):
-    """docs/bench_gpu/*/table.md redraws exactly from the run's results.json, docs/speed.md carries
-    it, and the README's GPU sentence quotes the fp32 run."""
-    src = f'docs/bench_gpu/{dtype}/results.json'
-    out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--from-json', src, '--out',
-                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    table = (tmp_path / 'table.md').read_text()
-    assert table.startswith('256 channels, 6 blocks, batch 2, P3-P7, ' + dtype + ', cuda: NVIDIA')
-    with open(osp.join(ROOT, f'docs/bench_gpu/{dtype}/table.md')) as f:
-        assert f.read() == table
-    with open(osp.join(ROOT, 'docs/speed.md')) as f:
-        assert table.strip() in f.read()
-    if dtype == 'fp32':
-        with open(osp.join(ROOT, src)) as f:
-            t = json.load(f)['sizes']['512x512']['time']
-        ours, ref = t['ours, default']['fwd_bwd'], t['mmdet DyHead']['fwd_bwd']
-        with open(osp.join(ROOT, 'README.md')) as f:
-            readme = ' '.join(f.read().split())
-        assert (f'takes {ours:.3f} s against {ref:.3f} s for mmdet\'s `DyHead` ({ref / ours:.2f}x '
-                f'faster) and {t["4 stacked convs"]["fwd_bwd"]:.3f} s for the stacked convs') in readme
+def test_readme_gpu_sentence_is_what_the_saved_run_says():
+    with open(osp.join(ROOT, 'docs/bench_gpu/fp32/results.json')) as f:
+        t = json.load(f)['sizes']['512x512']['time']
+    ours, ref = t['ours, default']['fwd_bwd'], t['mmdet DyHead']['fwd_bwd']
+    with open(osp.join(ROOT, 'README.md')) as f:
+        readme = ' '.join(f.read().split())
+    assert (f'takes {ours:.3f} s against {ref:.3f} s for mmdet\'s `DyHead` ({ref / ours:.2f}x '
+            f'faster) and {t["4 stacked convs"]["fwd_bwd"]:.3f} s for the stacked convs') in readme
 
 
 def test_mmcv_subset_keeps_only_the_named_cuda_kernels(tmp_path):
@@ -338,27 +331,15 @@ def test_mmcv_subset_keeps_only_the_named_cuda_kernels(tmp_path):
     assert {p: p.read_text() for p in tmp_path.rglob('*') if p.is_file()} == before
 
 
-def test_xeon_bf16_table_is_what_its_saved_run_says(tmp_path):
-    """docs/bench_bf16_runs/xeon/table.md redraws exactly from its results.json, and docs/speed.md
-    carries it."""
-    out = subprocess.run([sys.executable, 'tools/benchmark_precision.py', '--from-json',
-                          'docs/bench_bf16_runs/xeon/results.json', '--out', str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    table = (tmp_path / 'table.md').read_text()
-    assert 'Intel(R) Xeon(R)' in table
-    with open(osp.join(ROOT, 'docs/bench_bf16_runs/xeon/table.md')) as f:
-        assert f.read() == table
-    with open(osp.join(ROOT, 'docs/speed.md')) as f:
-        assert table.strip() in f.read()
-
-
 def test_readme_xeon_sentence_is_what_the_saved_runs_say():
-    """The README's Xeon ranges are the min and max over docs/bench_ratio_runs/xeon_run*."""
+    """The README's Xeon ranges are the min and max over docs/bench_ratio_runs/xeon_run*, and those
+    runs and the Xeon bf16 run ran on a Xeon."""
     runs = []
     for i in (1, 2):
         with open(osp.join(ROOT, f'docs/bench_ratio_runs/xeon_run{i}/results.json')) as f:
             runs.append(json.load(f))
+    with open(osp.join(ROOT, 'docs/bench_bf16_runs/xeon/results.json')) as f:
+        assert all('Intel(R) Xeon(R)' in r['machine'] for r in runs + [json.load(f)])
     ratios = [r['sizes'][s]['time']['ours, default']['fwd_bwd'] /
               r['sizes'][s]['time']['4 stacked convs']['fwd_bwd']
               for r in runs for s in ('512x512', '800x1333')]

@@ -22,6 +22,10 @@ LOG=$OUT/log.txt
 fails=0
 STEPS=${STEPS:-fp16 bench tests}
 want() { case " $STEPS " in *" $1 "*) return 0 ;; esac; return 1; }
+build_mmcv() {  # build_mmcv STEP_NAME: mmcv's extension in place in $SRC, CUDA ops on
+  step "$1" 420 bash -c "cd $SRC && MMCV_WITH_OPS=1 FORCE_CUDA=1 MAX_JOBS=\${MAX_JOBS:-\$(nproc)} \
+    TORCH_CUDA_ARCH_LIST=\${TORCH_CUDA_ARCH_LIST:-9.0} python3 setup.py build_ext --inplace"
+}
 step() {  # step NAME SECONDS CMD...: run, log, count a failure
   local name=$1 limit=$2; shift 2
   echo "=== $name ($(date +%T), limit ${limit}s)" | tee -a "$LOG"
@@ -46,8 +50,7 @@ if ! python3 -c "from mmcv.ops import get_compiling_cuda_version as v; assert v(
       cp "$WHEELS"/_ext*.so $SRC/mmcv/
     else
       step mmcv_subset 30 python3 tools/gpu/mmcv_subset.py $SRC
-      step mmcv_build 420 bash -c "cd $SRC && MMCV_WITH_OPS=1 FORCE_CUDA=1 MAX_JOBS=\${MAX_JOBS:-\$(nproc)} \
-        TORCH_CUDA_ARCH_LIST=\${TORCH_CUDA_ARCH_LIST:-9.0} python3 setup.py build_ext --inplace"
+      build_mmcv mmcv_build
       so=$(ls $SRC/mmcv/_ext*.so 2>/dev/null | head -1)
       [ -n "$so" ] && strip --strip-debug -o "$OUT/$(basename "$so")" "$so"
     fi
@@ -65,8 +68,7 @@ if ! python3 -c "from mmcv.ops import get_compiling_cuda_version as v; assert v(
       $SRC/mmcv/ops/csrc/pytorch/info.cpp
     grep -n "to_string" $SRC/mmcv/ops/csrc/pytorch/info.cpp >>"$LOG"
     python3 tools/gpu/mmcv_subset.py $SRC >>"$LOG" 2>&1
-    step mmcv_rebuild 420 bash -c "cd $SRC && MMCV_WITH_OPS=1 FORCE_CUDA=1 MAX_JOBS=\${MAX_JOBS:-\$(nproc)} \
-      TORCH_CUDA_ARCH_LIST=\${TORCH_CUDA_ARCH_LIST:-9.0} python3 setup.py build_ext --inplace"
+    build_mmcv mmcv_rebuild
   fi
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MMDET_DYHEAD_CPU_EXT=0

@@ -78,12 +78,21 @@ def test_matches_mmcv_integer_positions(stride):
     _compare(tensors, stride, rtol=1e-6)
 
 
-def test_matches_mmcv_float32_without_bias_over_chunks(monkeypatch):
-    """float32 at 1e-4 relative, with positions spread over several chunks."""
+@pytest.mark.parametrize('C', [16, 48])
+def test_matches_mmcv_float32_without_bias_over_chunks(monkeypatch, C):
+    """float32 at 1e-4 relative, with positions spread over several chunks of unequal share
+    (and, at 48 channels on 2 threads, the backward's channel slices with their longer chunks)."""
     monkeypatch.setattr(deform_conv, 'CHUNK_ELEMENTS', 37 * 9 * 16)
     for stride in (1, 2):
-        _compare(_case(2, 16, 8, 13, 11, stride, 2.0, bias=False, dtype=torch.float32),
+        _compare(_case(2, C, 8, 13, 11, stride, 2.0, bias=False, dtype=torch.float32),
                  stride, rtol=1e-4)
+
+
+def test_matches_mmcv_on_a_large_map():
+    """Enough positions (2 x 40 x 36) that the offset and mask gradients are put together by
+    several threads."""
+    torch.manual_seed(0)
+    _compare(_case(2, 4, 3, 40, 36, 1, 1.5), 1, rtol=1e-6)
 
 
 def test_zero_offsets_unit_mask_is_a_plain_conv():

@@ -296,6 +296,16 @@ void sample_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf, const T* 
   });
 }
 
+// Rows [first, last) cut into count chunks of at most `step` rows, all within one row of each
+// other in length: no short tail chunk (a GEMM of a few rows runs far below the rate of a full one)
+struct Chunks {
+  int64_t first, rows, count;
+  Chunks(int64_t first_, int64_t last, int64_t step)
+      : first(first_), rows(last - first_), count(std::max<int64_t>(1, (rows + step - 1) / step)) {}
+  int64_t start(int64_t j) const { return first + rows * j / count; }
+  int64_t longest() const { return (rows + count - 1) / count; }
+};
+
 // The backward's threads split the channels: this many slices of slice_width(C) channels (a
 // multiple of 16, the AVX-512 lanes; the last slice may be shorter, or empty).
 inline int64_t channel_slices(int64_t C) {
@@ -412,27 +422,30 @@ template <typename T, typename A>
 void add_partials(const std::vector<Input<T, A>>& ins, const Conf& cf, const std::vector<A>& partial,
                   int64_t slices, int64_t rows, bool need_off, bool need_mask) {
   const int64_t K = cf.K, n = rows * K;
-  size_t l = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    l = input_of(ins, r, l);
-    const Input<T, A>& in = ins[l];
-    const Position p = locate(in, r);
-    const int64_t pixel = (p.n * in.Ho + p.ho) * in.Wo + p.wo;
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t j = r * K + k;
-      A sm = 0, sy = 0, sx = 0;
-      for (int64_t s = 0; s < slices; ++s) {
-        const A* q = partial.data() + (s * n + j) * 3;
-        sm += q[0], sy += q[1], sx += q[2];
-      }
-      if (need_mask) in.grad_mask[pixel * K + k] = sm;
-      if (need_off) {
-        const A mk = tap_mask(in, p, k);
-        in.grad_off[pixel * 2 * K + 2 * k] = mk * sy;
-        in.grad_off[pixel * 2 * K + 2 * k + 1] = mk * sx;
+  // each row is one output pixel of one input: rows write disjoint gradient entries
+  at::parallel_for(0, rows, 1024, [&](int64_t begin, int64_t end) {
+    size_t l = input_of(ins, begin, 0);
+    for (int64_t r = begin; r < end; ++r) {
+      l = input_of(ins, r, l);
+      const Input<T, A>& in = ins[l];
+      const Position p = locate(in, r);
+      const int64_t pixel = (p.n * in.Ho + p.ho) * in.Wo + p.wo;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t j = r * K + k;
+        A sm = 0, sy = 0, sx = 0;
+        for (int64_t s = 0; s < slices; ++s) {
+          const A* q = partial.data() + (s * n + j) * 3;
+          sm += q[0], sy += q[1], sx += q[2];
+        }
+        if (need_mask) in.grad_mask[pixel * K + k] = sm;
+        if (need_off) {
+          const A mk = tap_mask(in, p, k);
+          in.grad_off[pixel * 2 * K + 2 * k] = mk * sy;
+          in.grad_off[pixel * 2 * K + 2 * k + 1] = mk * sx;
+        }
       }
     }
-  }
+  });
 }
 
 }  // namespace
@@ -620,8 +633,9 @@ std::vector<at::Tensor> forward_levels(const std::vector<at::Tensor>& xs,
         at::Tensor cols = at::empty({std::min(step, rows), K * C}, xs[0].options());
         for (int64_t s = sb; s < se; ++s) {
           const int64_t first = rows * s / shares, last = rows * (s + 1) / shares;
-          for (int64_t r0 = first; r0 < last; r0 += step) {
-            const int64_t r1 = std::min(last, r0 + step);
+          const Chunks ch(first, last, step);
+          for (int64_t j = 0; j < ch.count; ++j) {
+            const int64_t r0 = ch.start(j), r1 = ch.start(j + 1);
             sample_chunk<T, A>(ins, pb.cf, zeros.data(), r0, r1, ptr<T>(cols));
             gemm(cols.narrow(0, 0, r1 - r0), w, out.narrow(0, r0, r1 - r0), bias.has_value());
           }
@@ -674,6 +688,9 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
   // gradient into its own accumulator, on buffers of its own, so no chunk's columns cross
   // between cores. The weight's slice (C_out, K, cw) is copied once per group.
   const int64_t slices = channel_slices(C), width = slice_width(C);
+  // a slice's columns are width of C channels wide: as many more rows per chunk for the same
+  // bytes (and a deeper inner dimension for the weight gradient's products)
+  const int64_t slice_step = std::max<int64_t>(1, step * C / width);
   std::vector<at::Tensor> gws(slices);  // per slice: (C_out, K * cw) of the weight gradient
   for (int64_t s = 0; need_w && s < slices; ++s)
     gws[s] = at::empty({wkc.size(0), K * std::max<int64_t>(0, ChannelSlice(C, width, s).cw)},
@@ -707,7 +724,8 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
       const at::Tensor w = wkc.narrow(0, 0, cout).view({cout, K, C});
       // per slice, per tap of every row: the three partial sums of the offset/mask gradients
       std::vector<A> partial(need_dots ? slices * rows * K * 3 : 0);
-      const int64_t chunk = std::min(step, rows);
+      const Chunks chunks(0, rows, slice_step);
+      const int64_t chunk = chunks.longest();
       at::parallel_for(0, slices, 1, [&](int64_t sb, int64_t se) {
         const BelowAutograd below;
         std::vector<A> scratch(4 * width);
@@ -719,8 +737,8 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
           at::Tensor cols = need_w ? at::empty({chunk, K * cw}, xs[0].options()) : at::Tensor();
           at::Tensor gw = need_w ? gws[s].narrow(0, 0, cout) : at::Tensor();
           int64_t done = written;  // rows of gw below this are added to, the rest written
-          for (int64_t r0 = 0; r0 < rows; r0 += step) {
-            const int64_t r1 = std::min(rows, r0 + step), m = r1 - r0;
+          for (int64_t j = 0; j < chunks.count; ++j) {
+            const int64_t r0 = chunks.start(j), r1 = chunks.start(j + 1), m = r1 - r0;
             const at::Tensor go_chunk = go.narrow(0, r0, m);
             gemm(go_chunk, ws, gcols.narrow(0, 0, m), false);  // d loss / d this slice's columns
             slice_fn(ins, pb.cf, zeros.data(), r0, r1, ptr<T>(gcols),

@@ -241,6 +241,28 @@ def test_registered_op_passes_torch_library_opcheck():
     assert [tuple(g.shape) for g in groups] == [(2 * 7 * 6, 3), (2 * 4 * 3, 6)]
 
 
+def test_weight_gradient_comes_in_the_parameters_layout():
+    """DynamicHead hands the op its weights stacked tap-major (channels-last strides); the weight's
+    gradient still comes back contiguous, the parameters' layout, so autograd keeps the views of
+    it as each parameter's .grad instead of copying them into that layout."""
+    from mmdet_dyhead.models.deform_conv_norm import tap_major
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 7, 6)
+    off, mask = torch.randn(2, 18, 7, 6), torch.rand(2, 9, 7, 6)
+    a = torch.nn.Parameter(torch.randn(5, 16, 3, 3))
+    b = torch.nn.Parameter(torch.randn(3, 16, 3, 3))
+    out = modulated_deform_conv2d(x, off, mask, tap_major(a, b), None, 1, 1)
+    g = torch.randn_like(out)
+    out.backward(g)
+    ref_a, ref_b = torch.autograd.grad(
+        _mmcv(x, off, mask, torch.cat([a, b]), None, 1, 1, 1), [a, b], g)
+    # both .grad tensors lie in the op's one gradient: no copy was made
+    assert a.grad.untyped_storage().data_ptr() == b.grad.untyped_storage().data_ptr()
+    for p, ref in ((a, ref_a), (b, ref_b)):
+        assert p.grad.is_contiguous()
+        torch.testing.assert_close(p.grad, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
 def test_flop_counter_sees_the_registered_op_by_name():
     from mmengine.analysis import FlopAnalyzer
 

@@ -389,7 +389,8 @@ def deform_conv2d_levels_backward_op(
     """Gradients [weight, bias, x_0 .. x_n-1, offset_0 .. offset_n-1, mask_0 .. mask_n-1] (an
     empty tensor for each that ``needs`` = [weight, bias, x, offset, mask] does not ask for):
 
-        weight (C_out, C_in, kh, kw) in its dtype, tap-major memory (channels-last strides);
+        weight (C_out, C_in, kh, kw) in its dtype, contiguous (a parameter's own layout, which
+        autograd keeps as its .grad without a copy, whatever the layout of the weight passed in);
         bias (C_out,); per input, x (N, C_in, H, W),
         offset (N, 2K, Ho, Wo) and mask (N, K, Ho, Wo), channels-last; all but the weight in the
         arithmetic's type (fp32 for bf16 data).
@@ -404,10 +405,7 @@ def deform_conv2d_levels_backward_op(
         grad_wmat, *per_input = ext.backward_levels(grads, xs_cl, offsets, masks, wkc, conf,
                                                     ends, couts, step,
                                                     [need_w, need_x, need_off, need_mask])
-        grad_weight = grad_wmat
-        if need_w:  # (C_out, kh*kw*C) -> the weight's shape, tap-major memory (a view)
-            Cout, C, kh, kw = weight.shape
-            grad_weight = grad_wmat.view(Cout, kh, kw, C).permute(0, 3, 1, 2).to(weight.dtype)
+        grad_weight = grad_wmat.view(weight.shape).to(weight.dtype) if need_w else grad_wmat
     else:
         grad_weight, per_input = _torch_backward(grads, xs, offsets, masks, weight, stride,
                                                  padding, dilation, out_channels, needs)
@@ -456,8 +454,7 @@ def _torch_backward(grads, xs, offsets, masks, weight, stride, padding, dilation
             if need_off:
                 grad_py[blk] = m[blk, 0] * (bilinear.dweight_y * dots).sum(1)
                 grad_px[blk] = m[blk, 0] * (bilinear.dweight_x * dots).sum(1)
-    grad_weight = (grad_wmat.view(weight.shape).to(weight.dtype,
-                                                   memory_format=torch.channels_last)
+    grad_weight = (grad_wmat.view(weight.shape).to(weight.dtype)
                    if need_w else flat.new_empty(0, dtype=acc))
     # per input, as the C++ conv gives them: channels-last maps, each its own tensor (a custom
     # op's outputs may not alias each other)
@@ -485,8 +482,7 @@ def _(grads, xs, offsets, masks, weight, stride, padding, dilation, out_channels
         return [torch.empty(size, dtype=acc, device=xs[0].device,
                             memory_format=torch.channels_last) if wanted
                 else xs[0].new_empty(0, dtype=acc) for size in sizes]
-    return [torch.empty(weight.shape, dtype=weight.dtype, device=weight.device,
-                        memory_format=torch.channels_last)
+    return [torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
             if need_w else xs[0].new_empty(0, dtype=acc),
             weight.new_empty(weight.shape[0], dtype=acc) if need_b else weight.new_empty(0),
             *maps([x.shape for x in xs], need_x),

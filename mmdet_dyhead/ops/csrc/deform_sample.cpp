@@ -648,7 +648,7 @@ std::vector<at::Tensor> forward_levels(const std::vector<at::Tensor>& xs,
 }
 
 // Gradients of forward_levels from each group's output gradient (P_g, cout_g), contiguous:
-// [weight (C_out, kh*kw*C) matrix, then per input: x (N, C, H, W), offsets (N, 2K, Ho, Wo),
+// [weight (C_out, C * kh*kw): the (C_out, C, kh, kw) parameter's layout, then per input: x (N, C, H, W), offsets (N, 2K, Ho, Wo),
 // masks (N, K, Ho, Wo), each channels-last], all in the arithmetic's type; an empty tensor for
 // each gradient that `needs` (weight, x, offsets, masks) does not ask for.
 std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
@@ -695,6 +695,16 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
   for (int64_t s = 0; need_w && s < slices; ++s)
     gws[s] = at::empty({wkc.size(0), K * std::max<int64_t>(0, ChannelSlice(C, width, s).cw)},
                        acc_opts);
+  // per slice: the weight's (C_out, K * cw) matrix of its channels, one copy per call (each
+  // group takes its first cout rows)
+  std::vector<at::Tensor> wslices(slices);
+  const int64_t max_cout = *std::max_element(couts.begin(), couts.end());
+  for (int64_t s = 0; s < slices; ++s) {
+    const auto [c0, cw] = ChannelSlice(C, width, s);
+    if (cw > 0)
+      wslices[s] = wkc.narrow(0, 0, max_cout).view({max_cout, K, C}).narrow(2, c0, cw)
+                       .reshape({max_cout, K * cw});
+  }
   // per input, per channel slice, whether each pixel's gradient row has been written
   std::vector<std::vector<uint8_t>> seen(n);
   if (need_x)
@@ -707,7 +717,14 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
     using A = std::remove_pointer_t<decltype(a)>;
     const std::vector<T> zeros(C, T(0));
     const SliceFn<T, A> slice_fn = slice_form<T, A>(need_x, need_dots, need_w);
-    for (size_t g = 0; g < ends.size(); ++g) {
+    // the group with the most output channels first: it writes every weight-gradient row the
+    // others add to, so no GEMM has to write a part of the rows and add to the rest (which made
+    // oneDNN copy the output gradient's rows it was given as a strided slice)
+    std::vector<size_t> order(ends.size());
+    for (size_t g = 0; g < order.size(); ++g) order[g] = g;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return couts[a] > couts[b]; });
+    for (const size_t g : order) {
       auto ins = pb.inputs<T, A>(g, xs, offsets, masks);
       for (size_t j = 0; j < ins.size(); ++j) {
         const int64_t i = (g ? ends[g - 1] : 0) + static_cast<int64_t>(j);
@@ -721,7 +738,6 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
                       go.is_contiguous() && go.scalar_type() == pb.dtype,
                   "output gradient ", g, " must be contiguous (", rows, ", ", cout, ")");
       if (!(need_x || need_dots || need_w)) continue;
-      const at::Tensor w = wkc.narrow(0, 0, cout).view({cout, K, C});
       // per slice, per tap of every row: the three partial sums of the offset/mask gradients
       std::vector<A> partial(need_dots ? slices * rows * K * 3 : 0);
       const Chunks chunks(0, rows, slice_step);
@@ -732,7 +748,7 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
         for (int64_t s = sb; s < se; ++s) {
           const auto [c0, cw] = ChannelSlice(C, width, s);
           if (cw <= 0) continue;
-          const at::Tensor ws = w.narrow(2, c0, cw).reshape({cout, K * cw});  // a copy
+          const at::Tensor ws = wslices[s].narrow(0, 0, cout);
           at::Tensor gcols = at::empty({chunk, K * cw}, xs[0].options());
           at::Tensor cols = need_w ? at::empty({chunk, K * cw}, xs[0].options()) : at::Tensor();
           at::Tensor gw = need_w ? gws[s].narrow(0, 0, cout) : at::Tensor();
@@ -761,12 +777,13 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
       if (need_dots) add_partials<T, A>(ins, pb.cf, partial, slices, rows, need_off, need_mask);
     }
   });
-  // the slices' weight gradients into the (C_out, K * C) matrix
+  // the slices' weight gradients into the parameter's own layout (C_out, C, kh * kw): the
+  // one reordering copy (autograd then keeps this tensor as the .grad, without a copy of its own)
   for (int64_t s = 0; need_w && written > 0 && s < slices; ++s) {
     const auto [c0, cw] = ChannelSlice(C, width, s);
     if (cw <= 0) continue;
-    grad_w.narrow(0, 0, written).view({written, K, C}).narrow(2, c0, cw)
-        .copy_(gws[s].narrow(0, 0, written).view({written, K, cw}));
+    grad_w.narrow(0, 0, written).view({written, C, K}).narrow(1, c0, cw)
+        .copy_(gws[s].narrow(0, 0, written).view({written, K, cw}).transpose(1, 2));
   }
   if (need_w && written < grad_w.size(0)) grad_w.narrow(0, written, grad_w.size(0) - written).zero_();
   // pixels no tap reached: zero gradient rows (every slice visits the same pixels; the first

@@ -9,6 +9,7 @@ from torch.nn.modules import module as torch_module
 from torch.utils.checkpoint import checkpoint
 
 from ..ops import cpu_ext
+from ..ops.layout import to_channels_last, to_contiguous
 from ..ops.norm_scale_task import norm_scale_task, norms_fusable
 from ..ops.scale_task import fusable, scale_task
 from . import options
@@ -233,10 +234,10 @@ class DynamicHead(BaseModule):
                                                    or torch.jit.is_tracing()):
             # our CPU kernels read channels-last maps (and make the blocks' outputs so): convert
             # once here rather than in each conv of the first block, forward and backward
-            feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+            feats = [to_channels_last(f) for f in feats]
         for block in self.blocks:
             if self.with_cp and torch.is_grad_enabled():
                 feats = checkpoint(block, feats, use_reentrant=False)
             else:
                 feats = block(feats)
-        return tuple(f.contiguous() for f in feats)
+        return tuple(to_contiguous(f) for f in feats)

@@ -18,6 +18,8 @@ def test_category_follows_the_enclosing_op():
     assert category('aten::mkldnn_convolution', ['aten::conv2d']).startswith('other convs')
     assert category('aten::add', ['UpsampleBilinear2DBackward0']) == 'resize (bilinear)'
     assert category('aten::copy_', []) == 'copies and layout'
+    assert category('_ToContiguous', []) == 'copies and layout'  # ops/layout.py's copies
+    assert category('_ToChannelsLastBackward', []) == 'copies and layout'
     assert category('aten::hardsigmoid', []) == 'attentions: element-wise and pooling'
 
 
@@ -54,7 +56,8 @@ def test_deformable_conv_parts_are_its_gemm_and_loops():
     assert r['GroupNorm'] == 0
 
 
-def test_saved_profile_table_is_what_its_json_gives():
+@pytest.mark.parametrize('name', ['profile_neck', 'profile_neck_xeon', 'profile_neck_xeon_a1611a6'])
+def test_saved_profile_table_is_what_its_json_gives(name):
     import importlib.util
     import json
     import os.path as osp
@@ -64,10 +67,13 @@ def test_saved_profile_table_is_what_its_json_gives():
                                                   osp.join(ROOT, 'tools', 'profile_neck.py'))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    with open(osp.join(ROOT, 'docs', 'profile_neck.json')) as f:
+    with open(osp.join(ROOT, 'docs', f'{name}.json')) as f:
         saved = json.load(f)
     for runs in saved['models'].values():
         for r in runs.values():  # the parts add up to the profiled total
             assert sum(r[c] for c in CATEGORIES) == pytest.approx(r['total'], abs=0.5)
-    with open(osp.join(ROOT, 'docs', 'profile_neck.md')) as f:
+    with open(osp.join(ROOT, 'docs', f'{name}.md')) as f:
         assert tool.table(saved) in f.read()
+    if name == 'profile_neck_xeon':  # docs/speed.md's Xeon profile is this one
+        with open(osp.join(ROOT, 'docs', 'speed.md')) as f:
+            assert tool.table(saved) in f.read()

@@ -183,7 +183,7 @@ def test_saved_speed_tables_are_what_the_saved_benchmarks_say(tmp_path, src, sav
         for run in ['run2', 'run3', 'run4', 'eb2437d_bench', 'eb2437d_run2', 'eb2437d_run3',
                     'eb2437d_run4', 'eb2437d_run5', '4747ab5_bench', '4747ab5_run2',
                     '4747ab5_run3', '3ab460d_bench', '3ab460d_run2', '3ab460d_run3']],
-    [f'docs/bench_ratio_runs/xeon_run{i}/results.json' for i in (1, 2)]], ids=['epyc', 'xeon'])
+    [f'docs/bench_ratio_runs/xeon_run{i}/results.json' for i in range(1, 7)]], ids=['epyc', 'xeon'])
 def test_speed_doc_ratio_runs_are_what_the_saved_runs_say(paths):
     """docs/speed.md's runs side by side are `benchmark_neck.py --ratios` of the saved runs."""
     out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--ratios', *paths],
@@ -331,20 +331,62 @@ def test_mmcv_subset_keeps_only_the_named_cuda_kernels(tmp_path):
     assert {p: p.read_text() for p in tmp_path.rglob('*') if p.is_file()} == before
 
 
-def test_readme_xeon_sentence_is_what_the_saved_runs_say():
-    """The README's Xeon ranges are the min and max over docs/bench_ratio_runs/xeon_run*, and those
-    runs and the Xeon bf16 run ran on a Xeon."""
+def _ratio(run: dict, size: str, part: str) -> float:
+    t = run['sizes'][size]['time']
+    return t['ours, default'][part] / t['4 stacked convs'][part]
+
+
+def _xeon_runs(*numbers) -> list:
     runs = []
-    for i in (1, 2):
+    for i in numbers:
         with open(osp.join(ROOT, f'docs/bench_ratio_runs/xeon_run{i}/results.json')) as f:
             runs.append(json.load(f))
+    return runs
+
+
+def test_readme_xeon_sentence_is_what_the_saved_runs_say():
+    """The README's Xeon ranges are the min and max over the newest two runs,
+    docs/bench_ratio_runs/xeon_run5 and 6, and every Xeon run and the Xeon bf16 run ran on a Xeon."""
     with open(osp.join(ROOT, 'docs/bench_bf16_runs/xeon/results.json')) as f:
-        assert all('Intel(R) Xeon(R)' in r['machine'] for r in runs + [json.load(f)])
-    ratios = [r['sizes'][s]['time']['ours, default']['fwd_bwd'] /
-              r['sizes'][s]['time']['4 stacked convs']['fwd_bwd']
-              for r in runs for s in ('512x512', '800x1333')]
-    atss = [r['atss']['ratio'] for r in runs]
+        assert all('Intel(R) Xeon(R)' in r['machine'] for r in _xeon_runs(*range(1, 7)) + [json.load(f)])
+    runs = _xeon_runs(5, 6)
+
+    def span(values):
+        return f'{min(values):.2f}-{max(values):.2f}x'
+    fb = {s: span([_ratio(r, s, 'fwd_bwd') for r in runs]) for s in ('512x512', '800x1333')}
+    atss = span([r['atss']['ratio'] for r in runs])
     with open(osp.join(ROOT, 'README.md')) as f:
         readme = ' '.join(f.read().split())
-    assert (f'forward+backward takes {min(ratios):.2f}-{max(ratios):.2f}x the stacked convs and the '
-            f'ATSS iteration {min(atss):.2f}-{max(atss):.2f}x (two runs;') in readme
+    assert (f'forward+backward takes {fb["512x512"]} the stacked convs at 512x512 and '
+            f'{fb["800x1333"]} at 800x1333, and the ATSS iteration {atss} (two runs at') in readme
+
+
+def test_speed_doc_xeon_targets_are_what_the_saved_runs_say():
+    """docs/speed.md's table of the targets on the Xeon quotes runs 5 and 6 and the two eval runs."""
+    runs = _xeon_runs(5, 6)
+
+    def two(size, part):
+        return ', '.join(f'{_ratio(r, size, part):.2f}x' for r in runs)
+    cells = [f'512x512: {two("512x512", "fwd")}; 800x1333: {two("800x1333", "fwd")}',
+             f'512x512: {two("512x512", "fwd_bwd")}; 800x1333: {two("800x1333", "fwd_bwd")}',
+             ', '.join(f'{r["atss"]["ratio"]:.2f}x' for r in runs)]
+    for name in ('xeon', 'xeon_run2'):
+        with open(osp.join(ROOT, f'docs/bench_eval/{name}/results.json')) as f:
+            t = json.load(f)['sizes']['800x1333']['time']
+        ours, convs = t['ours, default']['fwd'], t['4 stacked convs']['fwd']
+        cells.append(f'{ours / convs:.2f}x ({ours:.3f} against {convs:.3f} s, '
+                     f'`docs/bench_eval/{name}/`)')
+    with open(osp.join(ROOT, 'docs/speed.md')) as f:
+        doc = f.read()
+    for cell in cells:
+        assert cell in doc, cell
+
+
+def test_benchmark_layout_times_both_copies_of_every_level(capsys):
+    """tools/benchmark_layout.py: one row per pyramid level, both copies timed (the tool checks
+    that the tiled copy equals torch's before timing it)."""
+    tool = _tool('benchmark_layout')
+    tool.main(['--size', '64', '96', '--batch', '1', '--channels', '40', '--repeats', '2'])
+    rows = [line for line in capsys.readouterr().out.splitlines() if re.match(r'\| \d+x\d+ \|', line)]
+    assert [r.split(' | ')[0] for r in rows] == ['| 8x12', '| 4x6', '| 2x3', '| 1x2', '| 1x1']
+    assert all(len(re.findall(r'[0-9.]+ ms \([0-9.]+ GB/s\)', r)) == 2 for r in rows)

@@ -26,7 +26,8 @@ _COPY = ('aten::copy_', 'aten::contiguous', 'aten::clone', 'aten::cat', 'aten::t
          'aten::split', 'aten::slice', 'aten::select', 'aten::narrow', 'aten::expand',
          'aten::unsqueeze', 'aten::squeeze', 'aten::flatten', 'aten::t', 'aten::detach',
          'aten::resolve_conj', 'aten::resolve_neg', 'aten::alias', 'aten::unbind',
-         'aten::index_select', 'aten::resize_')
+         'aten::index_select', 'aten::resize_',
+         '_ToContiguous', '_ToChannelsLast')  # ops/layout.py's (forward and backward nodes)
 
 
 def category(name: str, ancestors: Iterable[str]) -> str:

@@ -1,7 +1,7 @@
 """The C++ code of the CPU path (csrc/): the deformable conv, sampling loops and oneDNN GEMMs in one
 call per direction (deform_sample.cpp), the scale- and task-aware attentions' element-wise pass
 (scale_task.cpp), that pass with the norms and resizes folded in (norm_scale_task.cpp) and the
-channels-last to contiguous copy of the neck's outputs (layout.cpp), one module built on first use.
+channels-last to contiguous copy at the neck's edges (layout.cpp), one module built on first use.
 
 Built with torch's JIT extension builder (ninja and a C++ compiler, ~20 s once per machine; the
 result is cached under ``$TORCH_EXTENSIONS_DIR`` or ~/.cache/torch_extensions). Without a

@@ -648,9 +648,10 @@ std::vector<at::Tensor> forward_levels(const std::vector<at::Tensor>& xs,
 }
 
 // Gradients of forward_levels from each group's output gradient (P_g, cout_g), contiguous:
-// [weight (C_out, C * kh*kw): the (C_out, C, kh, kw) parameter's layout, then per input: x (N, C, H, W), offsets (N, 2K, Ho, Wo),
-// masks (N, K, Ho, Wo), each channels-last], all in the arithmetic's type; an empty tensor for
-// each gradient that `needs` (weight, x, offsets, masks) does not ask for.
+// [weight (C_out, C * kh*kw), the (C_out, C, kh, kw) parameter's layout; then per input:
+// x (N, C, H, W), offsets (N, 2K, Ho, Wo), masks (N, K, Ho, Wo), each channels-last], all in the
+// arithmetic's type; an empty tensor for each gradient that `needs` (weight, x, offsets, masks)
+// does not ask for.
 std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
                                         const std::vector<at::Tensor>& xs,
                                         const std::vector<at::Tensor>& offsets,
@@ -686,11 +687,11 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
   // threads may split the rows): each runs, for its slice, the GEMM that gives the slice's
   // columns' gradient, the loops, and the GEMM that adds the slice's share of the weight
   // gradient into its own accumulator, on buffers of its own, so no chunk's columns cross
-  // between cores. The weight's slice (C_out, K, cw) is copied once per group.
+  // between cores. The weight's slice (C_out, K, cw) is copied once per call.
   const int64_t slices = channel_slices(C), width = slice_width(C);
-  // a slice's columns are width of C channels wide: as many more rows per chunk for the same
-  // bytes (and a deeper inner dimension for the weight gradient's products)
-  const int64_t slice_step = std::max<int64_t>(1, step * C / width);
+  // a slice's columns are at most min(width, C) of C channels wide: as many more rows per chunk
+  // for the same bytes (and a deeper inner dimension for the weight gradient's products)
+  const int64_t slice_step = std::max<int64_t>(1, step * C / std::min(width, C));
   std::vector<at::Tensor> gws(slices);  // per slice: (C_out, K * cw) of the weight gradient
   for (int64_t s = 0; need_w && s < slices; ++s)
     gws[s] = at::empty({wkc.size(0), K * std::max<int64_t>(0, ChannelSlice(C, width, s).cw)},

@@ -106,6 +106,25 @@ def test_zero_offsets_unit_mask_is_a_plain_conv():
                                    ref, rtol=1e-5, atol=1e-5)
 
 
+def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradient():
+    """No output positions (a batch of 0, alone or next to a level that has some): the weight's
+    gradient is exactly the other levels' (zero alone), not whatever memory held."""
+    torch.manual_seed(0)
+    w = torch.randn(4, 8, 3, 3, requires_grad=True)
+    x = torch.randn(0, 8, 5, 5, requires_grad=True)
+    out = modulated_deform_conv2d(x, torch.zeros(0, 18, 5, 5), torch.ones(0, 9, 5, 5), w, None, 1, 1)
+    assert out.shape == (0, 4, 5, 5)
+    (gw,) = torch.autograd.grad(out.sum(), [w])
+    assert torch.equal(gw, torch.zeros_like(w))
+    xs = [torch.randn(1, 8, 6, 6), torch.randn(0, 8, 3, 3)]
+    offs = [torch.randn(1, 18, 6, 6), torch.zeros(0, 18, 3, 3)]
+    masks = [torch.rand(1, 9, 6, 6), torch.ones(0, 9, 3, 3)]
+    outs = modulated_deform_conv2d_levels(xs, offs, masks, w, None, 1, 1, 1)
+    (gw,) = torch.autograd.grad(sum(o.sum() for o in outs), [w])
+    (ref,) = torch.autograd.grad(_mmcv(xs[0], offs[0], masks[0], w, None, 1, 1, 1).sum(), [w])
+    torch.testing.assert_close(gw, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
 def test_inf_next_to_invalid_corner_does_not_leak():
     """Corners outside the map contribute exactly zero, even when the nearest pixel is inf."""
     x = torch.zeros(1, 1, 4, 4)

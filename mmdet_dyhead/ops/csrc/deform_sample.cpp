@@ -207,9 +207,23 @@ struct Tap {
   }
 };
 
-// The conv's geometry: channels C, taps K = kh * kw, stride, padding, dilation.
+// The conv's geometry: channels C, taps K = kh * kw, stride, padding, dilation; and per tap k its
+// place in the window, ky[k] = (k / kw) * dh - ph and kx[k] = (k % kw) * dw - pw (worked out
+// once: a division per tap of every row cost a measurable share of the loops).
+constexpr int64_t kMaxTaps = 64;
 struct Conf {
   int64_t C, K, kw, sh, sw, ph, pw, dh, dw;
+  int64_t ky[kMaxTaps], kx[kMaxTaps];
+
+  Conf() = default;
+  Conf(int64_t C_, int64_t K_, int64_t kw_, int64_t sh_, int64_t sw_, int64_t ph_, int64_t pw_,
+       int64_t dh_, int64_t dw_)
+      : C(C_), K(K_), kw(kw_), sh(sh_), sw(sw_), ph(ph_), pw(pw_), dh(dh_), dw(dw_) {
+    for (int64_t k = 0; k < K && k < kMaxTaps; ++k) {
+      ky[k] = (k / kw) * dh - ph;
+      kx[k] = (k % kw) * dw - pw;
+    }
+  }
 };
 
 // One input of a group: its map, offsets and masks, where its positions lie in the group's
@@ -255,10 +269,9 @@ inline A tap_mask(const Input<T, A>& in, const Position& p, int64_t k) {
 template <typename T, typename A>
 inline void tap_position(const Input<T, A>& in, const Conf& cf, const Position& p, int64_t k,
                          A& y, A& x, A& mk) {
-  const int64_t ki = k / cf.kw, kj = k % cf.kw;
   const A* o = in.off + p.n * in.os[0] + p.ho * in.os[2] + p.wo * in.os[3];
-  y = static_cast<A>(p.ho * cf.sh - cf.ph + ki * cf.dh) + o[2 * k * in.os[1]];
-  x = static_cast<A>(p.wo * cf.sw - cf.pw + kj * cf.dw) + o[(2 * k + 1) * in.os[1]];
+  y = static_cast<A>(p.ho * cf.sh + cf.ky[k]) + o[2 * k * in.os[1]];
+  x = static_cast<A>(p.wo * cf.sw + cf.kx[k]) + o[(2 * k + 1) * in.os[1]];
   mk = tap_mask(in, p, k);
 }
 
@@ -269,6 +282,32 @@ inline size_t input_of(const std::vector<Input<T, A>>& ins, int64_t r, size_t l)
   return l;
 }
 
+// Rows visited one after the other from `first`: each row's input (l) and position (p), the
+// position stepped on from the last row's instead of divided out of the row index (locate: four
+// divisions per row)
+template <typename T, typename A>
+struct RowCursor {
+  const std::vector<Input<T, A>>& ins;
+  int64_t r;
+  size_t l;
+  Position p;
+
+  RowCursor(const std::vector<Input<T, A>>& ins_, int64_t first)
+      : ins(ins_), r(first), l(input_of(ins_, first, 0)), p(locate(ins_[l], first)) {}
+  const Input<T, A>& in() const { return ins[l]; }
+  void next() {
+    if (++r >= ins[l].end) {  // into the next input (none past the last row of the group)
+      if (r < ins.back().end) {
+        l = input_of(ins, r, l);
+        p = locate(ins[l], r);
+      }
+    } else if (++p.wo == ins[l].Wo) {
+      p.wo = 0;
+      if (++p.ho == ins[l].Ho) p.ho = 0, ++p.n;
+    }
+  }
+};
+
 // Columns (r1 - r0, K, C) of rows [r0, r1) of a group, each tap's masked bilinear sample.
 template <typename T, typename A>
 void sample_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf, const T* zeros,
@@ -276,11 +315,10 @@ void sample_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf, const T* 
   RECORD_FUNCTION("mmdet_dyhead::sample_loops", std::vector<c10::IValue>());
   const int64_t C = cf.C, K = cf.K;
   at::parallel_for(r0, r1, 1, [&](int64_t begin, int64_t end) {
-    size_t l = input_of(ins, begin, 0);
-    for (int64_t r = begin; r < end; ++r) {
-      l = input_of(ins, r, l);
-      const Input<T, A>& in = ins[l];
-      const Position p = locate(in, r);
+    for (RowCursor<T, A> cur(ins, begin); cur.r < end; cur.next()) {
+      const int64_t r = cur.r;
+      const Input<T, A>& in = cur.in();
+      const Position& p = cur.p;
       const T* image = in.x + p.n * in.H * in.W * C;
       for (int64_t k = 0; k < K; ++k) {
         A y, x, mk;
@@ -299,11 +337,11 @@ void sample_chunk(const std::vector<Input<T, A>>& ins, const Conf& cf, const T* 
 // Rows [first, last) cut into count chunks of at most `step` rows, all within one row of each
 // other in length: no short tail chunk (a GEMM of a few rows runs far below the rate of a full one)
 struct Chunks {
-  int64_t first, rows, count;
+  int64_t first, rows, count;  // no rows: no chunks
   Chunks(int64_t first_, int64_t last, int64_t step)
-      : first(first_), rows(last - first_), count(std::max<int64_t>(1, (rows + step - 1) / step)) {}
+      : first(first_), rows(last - first_), count((rows + step - 1) / step) {}
   int64_t start(int64_t j) const { return first + rows * j / count; }
-  int64_t longest() const { return (rows + count - 1) / count; }
+  int64_t longest() const { return count ? (rows + count - 1) / count : 0; }
 };
 
 // The backward's threads split the channels: this many slices of slice_width(C) channels (a
@@ -352,11 +390,10 @@ void backward_slice(const std::vector<Input<T, A>>& ins, const Conf& cf, const T
                     int64_t s, int64_t c0, int64_t cw, A* pd, A* scratch) {
   RECORD_FUNCTION("mmdet_dyhead::sample_loops", std::vector<c10::IValue>());
   const int64_t C = cf.C, K = cf.K;
-  size_t l = input_of(ins, r0, 0);
-  for (int64_t r = r0; r < r1; ++r) {
-    l = input_of(ins, r, l);
-    const Input<T, A>& in = ins[l];
-    const Position p = locate(in, r);
+  for (RowCursor<T, A> cur(ins, r0); cur.r < r1; cur.next()) {
+    const int64_t r = cur.r;
+    const Input<T, A>& in = cur.in();
+    const Position& p = cur.p;
     const int64_t image_row = p.n * in.H * in.W;
     const T* image = in.x + image_row * C + c0;
     A* grad_image = X ? in.grad_x + image_row * C + c0 : nullptr;
@@ -424,11 +461,10 @@ void add_partials(const std::vector<Input<T, A>>& ins, const Conf& cf, const std
   const int64_t K = cf.K, n = rows * K;
   // each row is one output pixel of one input: rows write disjoint gradient entries
   at::parallel_for(0, rows, 1024, [&](int64_t begin, int64_t end) {
-    size_t l = input_of(ins, begin, 0);
-    for (int64_t r = begin; r < end; ++r) {
-      l = input_of(ins, r, l);
-      const Input<T, A>& in = ins[l];
-      const Position p = locate(in, r);
+    for (RowCursor<T, A> cur(ins, begin); cur.r < end; cur.next()) {
+      const int64_t r = cur.r;
+      const Input<T, A>& in = cur.in();
+      const Position& p = cur.p;
       const int64_t pixel = (p.n * in.Ho + p.ho) * in.Wo + p.wo;
       for (int64_t k = 0; k < K; ++k) {
         const int64_t j = r * K + k;
@@ -535,7 +571,8 @@ struct Problem {
     TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16,
                 "inputs must be float32, float64 or bfloat16, got ", dtype);
     const int64_t C = xs[0].size(1), K = conf[0] * conf[1];
-    cf = {C, K, conf[1], conf[2], conf[3], conf[4], conf[5], conf[6], conf[7]};
+    TORCH_CHECK(K <= kMaxTaps, "at most ", kMaxTaps, " taps (kh * kw), got ", K);
+    cf = Conf(C, K, conf[1], conf[2], conf[3], conf[4], conf[5], conf[6], conf[7]);
     TORCH_CHECK(wkc.dim() == 2 && wkc.size(1) == K * C && wkc.is_contiguous() &&
                     wkc.scalar_type() == dtype,
                 "weight must be a contiguous (C_out, kh*kw*C) matrix of the inputs' dtype");
@@ -774,7 +811,7 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
           }
         }
       });
-      if (need_w) written = std::max(written, cout);
+      if (need_w && rows > 0) written = std::max(written, cout);  // (no rows: nothing written)
       if (need_dots) add_partials<T, A>(ins, pb.cf, partial, slices, rows, need_off, need_mask);
     }
   });

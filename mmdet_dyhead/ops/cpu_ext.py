@@ -31,6 +31,15 @@ def enabled() -> bool:
     return os.environ.get('MMDET_DYHEAD_CPU_EXT', '1') != '0'
 
 
+def runs_here() -> bool:
+    """Whether the C++ code may run in this call: not under ONNX export, jit tracing or scripting,
+    or torch.compile (those must see standard ops), and built."""
+    import torch
+    return (not torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
+            and load() is not None)
+
+
 @functools.lru_cache(maxsize=None)
 def load():
     """The compiled module, or None (disabled, or the build failed: warned once)."""

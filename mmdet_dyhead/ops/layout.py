@@ -33,16 +33,9 @@ class _ToChannelsLast(torch.autograd.Function):
         return to_contiguous(grad)  # the input's layout (a dense channels-last grad: tiled)
 
 
-def _tiled_ok(x: Tensor) -> bool:
-    """A CPU tensor outside tracing, export and compilation, with the C++ code built."""
-    return (x.device.type == 'cpu' and not torch.onnx.is_in_onnx_export()
-            and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not torch.compiler.is_compiling() and cpu_ext.load() is not None)
-
-
 def _tiled(x: Tensor) -> bool:
-    return (x.dim() == 4 and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last) and _tiled_ok(x))
+    return (x.device.type == 'cpu' and x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last) and cpu_ext.runs_here())
 
 
 def to_contiguous(x: Tensor) -> Tensor:
@@ -55,6 +48,7 @@ def to_channels_last(x: Tensor) -> Tensor:
     """``x.contiguous(memory_format=torch.channels_last)`` for a contiguous (N, C, H, W) CPU map,
     whose gradient comes back contiguous like x (through the tiled copy), not channels-last."""
     if x.dim() == 4 and x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last) \
-            and torch.is_grad_enabled() and x.requires_grad and _tiled_ok(x):
+            and torch.is_grad_enabled() and x.requires_grad and x.device.type == 'cpu' \
+            and cpu_ext.runs_here():
         return _ToChannelsLast.apply(x)
     return x.contiguous(memory_format=torch.channels_last)

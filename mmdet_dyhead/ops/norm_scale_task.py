@@ -53,10 +53,7 @@ def fusable(sources: Sequence[Tensor], levels: Sequence[Sequence[Branch]]) -> bo
     s0 = sources[0]
     return (s0.device.type == 'cpu' and s0.dtype in (torch.float32, torch.float64, torch.bfloat16)
             and all(s.dim() == 2 and s.dtype == s0.dtype and s.is_contiguous() for s in sources)
-            and norms_fusable(norms)
-            and not torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing()
-            and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
-            and cpu_ext.load() is not None)
+            and norms_fusable(norms) and cpu_ext.runs_here())
 
 
 def channel_moments(maps: Sequence[Tensor], sizes) -> Tensor:

@@ -58,9 +58,7 @@ def fusable(feats: Sequence[Tensor]) -> bool:
     f0 = feats[0]
     return (f0.device.type == 'cpu' and f0.dtype in (torch.float32, torch.float64)
             and f0.dim() == 4 and all(f.shape == f0.shape and f.dtype == f0.dtype for f in feats)
-            and not torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing()
-            and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
-            and cpu_ext.load() is not None)
+            and cpu_ext.runs_here())
 
 
 def scale_task(feats: Sequence[Tensor], weights: Tensor, a1: Tensor, b1: Tensor, a2: Tensor,

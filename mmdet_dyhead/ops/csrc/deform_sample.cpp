@@ -207,18 +207,19 @@ struct Tap {
   }
 };
 
-// The conv's geometry: channels C, taps K = kh * kw, stride, padding, dilation; and per tap k its
-// place in the window, ky[k] = (k / kw) * dh - ph and kx[k] = (k % kw) * dw - pw (worked out
-// once: a division per tap of every row cost a measurable share of the loops).
+// The conv's geometry: channels C, taps K = kh * kw, stride, and per tap k its place in the window
+// from kernel width kw, padding and dilation, ky[k] = (k / kw) * dh - ph and
+// kx[k] = (k % kw) * dw - pw (worked out once: a division per tap of every row cost a measurable
+// share of the loops).
 constexpr int64_t kMaxTaps = 64;
 struct Conf {
-  int64_t C, K, kw, sh, sw, ph, pw, dh, dw;
+  int64_t C, K, sh, sw;
   int64_t ky[kMaxTaps], kx[kMaxTaps];
 
   Conf() = default;
-  Conf(int64_t C_, int64_t K_, int64_t kw_, int64_t sh_, int64_t sw_, int64_t ph_, int64_t pw_,
-       int64_t dh_, int64_t dw_)
-      : C(C_), K(K_), kw(kw_), sh(sh_), sw(sw_), ph(ph_), pw(pw_), dh(dh_), dw(dw_) {
+  Conf(int64_t C_, int64_t K_, int64_t kw, int64_t sh_, int64_t sw_, int64_t ph, int64_t pw,
+       int64_t dh, int64_t dw)
+      : C(C_), K(K_), sh(sh_), sw(sw_) {
     for (int64_t k = 0; k < K && k < kMaxTaps; ++k) {
       ky[k] = (k / kw) * dh - ph;
       kx[k] = (k % kw) * dw - pw;

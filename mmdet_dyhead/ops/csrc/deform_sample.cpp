@@ -437,6 +437,21 @@ void backward_slice(const std::vector<Input<T, A>>& ins, const Conf& cf, const T
   }
 }
 
+// Rows [0, rows) of a slice's weight gradient (C_out, K, cw), tap-major as its GEMMs summed it,
+// into channels [c0, c0 + cw) of the parameter's layout (C_out, C, K): per output channel, a
+// (K, cw) block read row by row and written as one contiguous run of cw * K values.
+template <typename A>
+void gather_weight_grad(const A* __restrict__ in, A* __restrict__ out, int64_t rows, int64_t C,
+                        int64_t K, int64_t c0, int64_t cw) {
+  for (int64_t o = 0; o < rows; ++o) {
+    const A* block = in + o * K * cw;
+    A* run = out + (o * C + c0) * K;
+    for (int64_t k = 0; k < K; ++k)
+#pragma omp simd
+      for (int64_t c = 0; c < cw; ++c) run[c * K + k] = block[k * cw + c];
+  }
+}
+
 // the (X, D, O) form of backward_slice that a call needs
 template <typename T, typename A>
 using SliceFn = void (*)(const std::vector<Input<T, A>>&, const Conf&, const T*, int64_t, int64_t,
@@ -735,15 +750,18 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
     gws[s] = at::empty({wkc.size(0), K * std::max<int64_t>(0, ChannelSlice(C, width, s).cw)},
                        acc_opts);
   // per slice: the weight's (C_out, K * cw) matrix of its channels, one copy per call (each
-  // group takes its first cout rows)
+  // group takes its first cout rows), made by the thread that uses it
   std::vector<at::Tensor> wslices(slices);
   const int64_t max_cout = *std::max_element(couts.begin(), couts.end());
-  for (int64_t s = 0; s < slices; ++s) {
-    const auto [c0, cw] = ChannelSlice(C, width, s);
-    if (cw > 0)
-      wslices[s] = wkc.narrow(0, 0, max_cout).view({max_cout, K, C}).narrow(2, c0, cw)
-                       .reshape({max_cout, K * cw});
-  }
+  at::parallel_for(0, slices, 1, [&](int64_t sb, int64_t se) {
+    const BelowAutograd below;
+    for (int64_t s = sb; s < se; ++s) {
+      const auto [c0, cw] = ChannelSlice(C, width, s);
+      if (cw > 0)
+        wslices[s] = wkc.narrow(0, 0, max_cout).view({max_cout, K, C}).narrow(2, c0, cw)
+                         .reshape({max_cout, K * cw});
+    }
+  });
   // per input, per channel slice, whether each pixel's gradient row has been written
   std::vector<std::vector<uint8_t>> seen(n);
   if (need_x)
@@ -817,13 +835,19 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
     }
   });
   // the slices' weight gradients into the parameter's own layout (C_out, C, kh * kw): the
-  // one reordering copy (autograd then keeps this tensor as the .grad, without a copy of its own)
-  for (int64_t s = 0; need_w && written > 0 && s < slices; ++s) {
-    const auto [c0, cw] = ChannelSlice(C, width, s);
-    if (cw <= 0) continue;
-    grad_w.narrow(0, 0, written).view({written, C, K}).narrow(1, c0, cw)
-        .copy_(gws[s].narrow(0, 0, written).view({written, K, cw}).transpose(1, 2));
-  }
+  // one reordering copy (autograd then keeps this tensor as the .grad, without a copy of its own),
+  // each slice by the thread that summed it (torch's copy split the rows between the cores
+  // otherwise, and read half of each accumulator from the other core's cache)
+  if (need_w && written > 0)
+    dispatch(pb.dtype, [&](auto*, auto* a) {
+      using A = std::remove_pointer_t<decltype(a)>;
+      at::parallel_for(0, slices, 1, [&](int64_t sb, int64_t se) {
+        for (int64_t s = sb; s < se; ++s) {
+          const auto [c0, cw] = ChannelSlice(C, width, s);
+          if (cw > 0) gather_weight_grad(ptr<A>(gws[s]), ptr<A>(grad_w), written, C, K, c0, cw);
+        }
+      });
+    });
   if (need_w && written < grad_w.size(0)) grad_w.narrow(0, written, grad_w.size(0) - written).zero_();
   // pixels no tap reached: zero gradient rows (every slice visits the same pixels; the first
   // slice is never empty)

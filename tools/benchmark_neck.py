@@ -28,6 +28,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
 from mmdet_dyhead.models.deform_conv_norm import stride2_size  # noqa: E402
 from mmdet_dyhead.utils.machine import machine_name  # noqa: E402
@@ -124,6 +125,9 @@ def time_all(models, feats, repeats: int, device: str, dtype, names) -> dict:
     return res
 
 
+PLAIN_CONV = 'plain 3x3 conv'
+
+
 def dcn_rate(channels: int, size, batch: int, device: str, repeats: int, dtype) -> dict:
     """GFLOP/s of one 3x3 deformable conv (stride 1, P3 size) next to a matmul of equal FLOPs."""
     from mmcv.ops import modulated_deform_conv2d as mmcv_dcn
@@ -144,6 +148,9 @@ def dcn_rate(channels: int, size, batch: int, device: str, repeats: int, dtype) 
         bt = b.t().contiguous()  # oneDNN's GEMM, which our kernel uses on CPU (MKL's is slower
         fns['matmul (oneDNN)'] = lambda: _linear(a, bt)  # on some CPUs)
     fns['ours, torch kernel'] = lambda: modulated_deform_conv2d(x, off, mask, wt, None, 1, 1)
+    # the stacked convs' own kernel on the same FLOPs: a plain conv reads each input pixel for
+    # all nine taps, where a deformable conv's matrix product reads nine sampled columns
+    fns[PLAIN_CONV] = lambda: F.conv2d(x, wt, None, 1, 1)
     if not (device == 'cpu' and dtype != torch.float32):
         fns['mmcv kernel'] = lambda: mmcv_dcn(x, off, mask, wt, None, 1, 1, 1, 1, 1)
     times = {k: [] for k in fns}
@@ -397,11 +404,14 @@ def table(r, sizes, names) -> str:
             lines.append(f'| {s} | {n} | {t[n]["fwd"]:.3f} s | {t[ref]["fwd"] / t[n]["fwd"]:.1f}x '
                          f'| {t[n]["fwd_bwd"]:.3f} s | {t[ref]["fwd_bwd"] / t[n]["fwd_bwd"]:.1f}x |'
                          + ((f' {mem:.0f} MiB |' if mem is not None else ' - |') if memory else ''))
-    g = r['dcn_gflops']
+    g = dict(r['dcn_gflops'])
+    plain = g.pop(PLAIN_CONV, None)
     mm = max(v for k, v in g.items() if k.startswith('matmul'))
     lines += ['', 'One 3x3 deformable conv at P3 of the first size (forward), GFLOP/s and share of '
               'the fastest matrix product of the same FLOPs (the limit): ' + ', '.join(
-                  f'{k} {v:.0f} ({v / mm:.0%})' for k, v in g.items()) + '.']
+                  f'{k} {v:.0f} ({v / mm:.0%})' for k, v in g.items()) + '.'
+              + (f' A plain 3x3 conv of the same FLOPs (the stacked convs\' kernel): {plain:.0f} '
+                 f'({plain / mm:.0%}).' if plain else '')]
     if 'atss' in r:
         sec = r['atss']['seconds']
         lines += ['', 'Training iteration, 320x320, batch 2: ' + ', '.join(

@@ -56,7 +56,8 @@ def test_deformable_conv_parts_are_its_gemm_and_loops():
     assert r['GroupNorm'] == 0
 
 
-@pytest.mark.parametrize('name', ['profile_neck', 'profile_neck_xeon', 'profile_neck_xeon_a1611a6'])
+@pytest.mark.parametrize('name', ['profile_neck', 'profile_neck_xeon', 'profile_neck_xeon_a1611a6',
+                                  'profile_neck_xeon_eval'])
 def test_saved_profile_table_is_what_its_json_gives(name):
     import importlib.util
     import json
@@ -77,3 +78,11 @@ def test_saved_profile_table_is_what_its_json_gives(name):
     if name == 'profile_neck_xeon':  # docs/speed.md's Xeon profile is this one
         with open(osp.join(ROOT, 'docs', 'speed.md')) as f:
             assert tool.table(saved) in f.read()
+    if name == 'profile_neck_xeon_eval':  # docs/speed.md quotes its forward's ratios
+        dy, convs = saved['models']['DynamicHead (6 blocks)']['forward'], \
+            saved['models']['4 stacked convs']['forward']
+        low = (dy[CATEGORIES[0]] + dy[CATEGORIES[4]]) / convs['total']
+        with open(osp.join(ROOT, 'docs', 'speed.md')) as f:
+            doc = ' '.join(f.read().split())
+        assert (f'offset convs alone make {low:.2f}x, and the sampling loops') in doc
+        assert f"GroupNorm's statistics (1%) the {dy['total'] / convs['total']:.2f}x" in doc

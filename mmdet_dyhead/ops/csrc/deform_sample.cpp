@@ -833,21 +833,18 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
       if (need_w && rows > 0) written = std::max(written, cout);  // (no rows: nothing written)
       if (need_dots) add_partials<T, A>(ins, pb.cf, partial, slices, rows, need_off, need_mask);
     }
-  });
-  // the slices' weight gradients into the parameter's own layout (C_out, C, kh * kw): the
-  // one reordering copy (autograd then keeps this tensor as the .grad, without a copy of its own),
-  // each slice by the thread that summed it (torch's copy split the rows between the cores
-  // otherwise, and read half of each accumulator from the other core's cache)
-  if (need_w && written > 0)
-    dispatch(pb.dtype, [&](auto*, auto* a) {
-      using A = std::remove_pointer_t<decltype(a)>;
+    // the slices' weight gradients into the parameter's own layout (C_out, C, kh * kw): the
+    // one reordering copy (autograd then keeps this tensor as the .grad, without a copy of its
+    // own), each slice by the thread that summed it (torch's copy split the rows between the
+    // cores otherwise, and read half of each accumulator from the other core's cache)
+    if (need_w && written > 0)
       at::parallel_for(0, slices, 1, [&](int64_t sb, int64_t se) {
         for (int64_t s = sb; s < se; ++s) {
           const auto [c0, cw] = ChannelSlice(C, width, s);
           if (cw > 0) gather_weight_grad(ptr<A>(gws[s]), ptr<A>(grad_w), written, C, K, c0, cw);
         }
       });
-    });
+  });
   if (need_w && written < grad_w.size(0)) grad_w.narrow(0, written, grad_w.size(0) - written).zero_();
   // pixels no tap reached: zero gradient rows (every slice visits the same pixels; the first
   // slice is never empty)

@@ -130,6 +130,33 @@ def test_bf16_maps_compute_in_fp32_and_round_once():
         assert ((a.double() - r).norm() / r.norm()).item() < 1e-2
 
 
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('src,dst', [((3, 4), (6, 8)), ((4, 5), (7, 9)), ((7, 9), (4, 5)),
+                                     ((1, 1), (3, 2)), ((2, 3), (2, 5))])
+def test_resized_branch_gradient_is_the_resize_backward_plus_its_statistics_share(src, dst,
+                                                                                 dtype):
+    # a resized branch's gradient in one pass, into a strided half of the stacked rows: torch's
+    # resize backward of its output-size gradient, plus k1 + k2 * r
+    g = torch.Generator().manual_seed(0)
+    r = _half(2, 8, *src, g, dtype)
+    fine = torch.randn(2, 8, *dst, generator=g, dtype=dtype).contiguous(
+        memory_format=torch.channels_last)
+    k1, k2 = (torch.randn(2, 8, generator=g, dtype=dtype) for _ in range(2))
+    out = _half(2, 8, *src, g, dtype).zero_()
+    rest = out.as_strided((2, 8, *src), out.stride(), out.storage_offset() - 8).clone()
+    cpu_ext.load().norm_scale_task_backward_resized(fine, r, k1, k2, out)
+    want = (torch.ops.aten.upsample_bilinear2d_backward(fine, list(dst), list(r.shape), True)
+            + k2[..., None, None] * r + k1[..., None, None])
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(out, want, rtol=tol, atol=tol)
+    # the other half of the rows is untouched
+    assert torch.equal(out.as_strided((2, 8, *src), out.stride(), out.storage_offset() - 8), rest)
+    with pytest.raises(RuntimeError, match='fine must be'):
+        cpu_ext.load().norm_scale_task_backward_resized(fine.contiguous(), r, k1, k2, out)
+    with pytest.raises(RuntimeError, match='k1, k2 must be'):
+        cpu_ext.load().norm_scale_task_backward_resized(fine, r, k1[:1], k2, out)
+
+
 def test_what_the_folded_passes_do_not_take():
     x = torch.randn(9, 8, dtype=torch.float64)
     gn = nn.GroupNorm(2, 8).double()

@@ -16,10 +16,11 @@ the fly, and writes the level's output: out = max(a1 * s + b1', a2 * s + b2'), s
 No normalised, resized or summed map is ever written.
 
 The backward is two passes per level: the first sums what the small math's gradient needs (the
-gradients of m_i and of the coefficients), autograd takes those back through the small math to
-the moments and parameters, and the second writes each branch's gradient (the output's, through
-the factors, plus the moments' share: d sum -> constant, d sum of squares -> 2 r). A resized
-branch's gradient goes back through torch's own resize backward.
+gradients of m_i and of the coefficients), autograd takes those back through the small math
+(whose graph the forward recorded) to the moments and parameters, and the second writes each
+branch's gradient (the output's, through the factors, plus the moments' share: d sum ->
+constant, d sum of squares -> 2 r). A resized branch's gradient is written at the output's size
+and resized back by one more pass, which adds its moments' share.
 """
 from typing import Callable, List, Sequence, Tuple
 
@@ -116,7 +117,7 @@ class _Plan:
 
 def _factors(plan: _Plan, moments: Tensor, dtype) -> Tuple[Tensor, ...]:
     """The small math: moments (B, N, 3, C) -> m (B, N, C), a1, b1', a2, b2' (L, N, C), in dtype
-    (differentiable: the backward runs it again under autograd)."""
+    (differentiable: for a backward, the forward records its graph)."""
     B, N, _, C = moments.shape
     L, n0 = len(plan.levels), plan.norms[0]
     stack = (lambda ps: torch.stack(ps).double()) if n0.affine else (lambda ps: None)
@@ -142,19 +143,26 @@ def _level_args(maps, m, a1, b1, a2, b2, i, span):
 
 
 def _forward(plan: _Plan, sources, with_code: bool):
+    """-> per level outputs, their sign codes, and (with_code) the small math's moments leaf
+    and outputs with their graph (the backward's autograd.grad runs through it)."""
     ext = cpu_ext.load()
     maps = plan.maps(sources)
     moments = channel_moments(maps, plan.out_sizes)
-    with torch.no_grad():
-        m, a1, b1, a2, b2 = _factors(plan, moments, acc_dtype(maps[0].dtype))
-    outs, codes = [], []
+    # for a backward, the small math's graph is recorded now rather than the math run again
+    # then: its ~85 tiny ops cost their dispatch, not their arithmetic
+    with torch.set_grad_enabled(with_code):
+        leaf = moments.requires_grad_(with_code)
+        small = _factors(plan, leaf, acc_dtype(maps[0].dtype))
+    m, a1, b1, a2, b2 = (t.detach() for t in small)
+    outs, codes, factors = [], [], []
     for i, span in enumerate(plan.spans()):
         h, w = plan.sizes[i]
-        res = ext.norm_scale_task_forward(*_level_args(maps, m, a1, b1, a2, b2, i, span),
-                                          h, w, with_code)
+        args = _level_args(maps, m, a1, b1, a2, b2, i, span)
+        res = ext.norm_scale_task_forward(*args, h, w, with_code)
         outs.append(res[0])
         codes.extend(res[1:])
-    return outs, codes, moments, (m, a1, a2)
+        factors.extend((args[1], args[2], args[4]))  # what the backward's passes take
+    return outs, codes, (leaf, small), maps, factors
 
 
 class _NormScaleTask(torch.autograd.Function):
@@ -162,28 +170,27 @@ class _NormScaleTask(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan, num_sources, *tensors):
         sources = tensors[:num_sources]
-        outs, codes, moments, (m, a1, a2) = _forward(plan, sources, with_code=True)
+        outs, codes, ctx.small, ctx.maps, factors = _forward(plan, sources, with_code=True)
         ctx.plan, ctx.num_sources = plan, num_sources
         ctx.params = tensors[num_sources:]
-        # the backward runs the small math again, as the forward ran it (under autocast, its
-        # linear layers in bf16)
-        ctx.autocast = torch.is_autocast_enabled('cpu'), torch.get_autocast_dtype('cpu')
-        ctx.save_for_backward(moments, m, a1, a2, *sources, *codes)
+        # ctx.maps are views of the sources, which are saved here for autograd's version check
+        ctx.save_for_backward(*sources, *codes, *factors)
         return tuple(outs)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):
         plan, ext = ctx.plan, cpu_ext.load()
-        moments, m, a1, a2, *rest = ctx.saved_tensors
-        sources, codes = rest[:ctx.num_sources], rest[ctx.num_sources:]
-        maps = plan.maps(sources)
+        saved, L = ctx.saved_tensors, len(plan.levels)
+        sources = saved[:ctx.num_sources]
+        codes = saved[ctx.num_sources:len(saved) - 3 * L]
+        # per level, both passes' (N, L', C) factors and (N, C) slopes, as the forward took them
+        factors = [saved[len(saved) - 3 * (L - i):][:3] for i in range(L)]
+        maps, ctx.maps = ctx.maps, None
+        dtype = factors[0][0].dtype
         cl = torch.channels_last
         grads = [torch.zeros_like(c, dtype=maps[0].dtype) if g is None
                  else g.contiguous(memory_format=cl) for g, c in zip(grads, codes)]
-        # per level, both passes' (N, L', C) factors and (N, C) slopes
-        factors = [(m[span].transpose(0, 1).contiguous(), a1[i].contiguous(), a2[i].contiguous())
-                   for i, span in enumerate(plan.spans())]
         dm, dcoef = [], []
         for i, span in enumerate(plan.spans()):
             d_m, d_c = ext.norm_scale_task_backward_sums(grads[i], codes[i], maps[span],
@@ -192,13 +199,10 @@ class _NormScaleTask(torch.autograd.Function):
             dcoef.append(d_c)
         dcoef = torch.stack(dcoef)  # (L, N, 4, C)
         params = [p for p in ctx.params if p.requires_grad]
-        enabled, dtype = ctx.autocast
-        with torch.enable_grad(), torch.autocast('cpu', dtype=dtype, enabled=enabled):
-            leaf = moments.detach().requires_grad_()  # the small math again, for its gradient
-            small = _factors(plan, leaf, m.dtype)
-            d_small = [torch.cat(dm).to(m.dtype)] + [dcoef[:, :, k].to(m.dtype) for k in range(4)]
-            d_moments, *d_params = torch.autograd.grad(small, [leaf] + params, d_small,
-                                                       allow_unused=True)
+        (leaf, small), ctx.small = ctx.small, None
+        d_small = [torch.cat(dm).to(dtype)] + [dcoef[:, :, k].to(dtype) for k in range(4)]
+        d_moments, *d_params = torch.autograd.grad(small, [leaf] + params, d_small,
+                                                   allow_unused=True)
         # each branch's statistics' share: d sum -> k1 (the resized sum's too, at the same size),
         # d sum of squares -> k2 * r
         resized = torch.tensor(plan.resized).view(-1, 1, 1)
@@ -211,7 +215,7 @@ class _NormScaleTask(torch.autograd.Function):
             for b in range(span.start, span.stop):
                 view = dst_maps[b]
                 if plan.resized[b]:
-                    dst.append(torch.empty_like(grads[i], dtype=m.dtype))
+                    dst.append(torch.empty_like(grads[i], dtype=dtype))
                     fixups.append((b, view, dst[-1]))
                 else:
                     dst.append(view)
@@ -219,14 +223,11 @@ class _NormScaleTask(torch.autograd.Function):
             k1_level = torch.where(resized[span], k_resized[span], k1[span])
             ext.norm_scale_task_backward_maps(
                 grads[i], codes[i], maps[span], *factors[i],
-                k1_level.transpose(0, 1).to(m.dtype).contiguous(),
-                k2[span].transpose(0, 1).to(m.dtype).contiguous(), dst)
+                k1_level.transpose(0, 1).to(dtype).contiguous(),
+                k2[span].transpose(0, 1).to(dtype).contiguous(), dst)
             for b, view, fine in fixups:  # back through the resize, plus the moments' share
-                r = maps[b]
-                coarse = torch.ops.aten.upsample_bilinear2d_backward(
-                    fine, list(plan.out_sizes[b]), list(r.shape), True)
-                view.copy_(coarse.addcmul_(k2[b].to(m.dtype)[..., None, None], r)
-                           .add_(k1[b].to(m.dtype)[..., None, None]))
+                ext.norm_scale_task_backward_resized(fine, maps[b], k1[b].to(dtype).contiguous(),
+                                                     k2[b].to(dtype).contiguous(), view)
         d_params = iter(d_params)
         param_grads = [next(d_params) if p.requires_grad else None for p in ctx.params]
         return (None, None, *source_grads, *param_grads)

@@ -400,6 +400,56 @@ void maps_kernel(const std::vector<Branch<T, A>>& br, const T* grad, const int8_
   });
 }
 
+// dst = R^T fine + k2 * r + k1, R the bilinear resize (align_corners) of r's size to fine's: a
+// resized branch's gradient at its own size, from its gradient at the output's size, plus its
+// statistics' share. R^T is gathered per row of dst (each thread writes its own rows): a dst
+// pixel adds the fine pixels blended from it, in raster order, each with its two weights'
+// product, as upsample_bilinear2d_backward's scatter adds them; one pass instead of torch's
+// resize backward and three passes to add the shares and copy into the strided rows.
+template <typename T, typename A>
+void resize_back_kernel(const A* fine, int64_t h, int64_t w, const T* r, const Strided& rs,
+                        const A* k1, const A* k2, T* dst, const Strided& ds) {
+  const int64_t C = rs.C, H = rs.H, W = rs.W;
+  // per source index, the (output index, weight) pairs blended from it, in output order
+  auto transposed = [](const Axis<A>& a, int64_t src) {
+    std::vector<std::vector<std::pair<int64_t, A>>> t(src);
+    for (size_t o = 0; o < a.i0.size(); ++o) {
+      t[a.i0[o]].push_back({static_cast<int64_t>(o), a.l0[o]});
+      t[a.i1[o]].push_back({static_cast<int64_t>(o), a.l1[o]});
+    }
+    return t;
+  };
+  const auto ty = transposed(Axis<A>(H, h), H), tx = transposed(Axis<A>(W, w), W);
+  at::parallel_for(0, rs.N * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> acc(W * C);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / H, y = row % H;
+      std::fill(acc.begin(), acc.end(), A(0));
+      for (const auto& [fy, wy] : ty[y]) {
+        const A* frow = fine + (n * h + fy) * w * C;
+        for (int64_t x = 0; x < W; ++x) {
+          A* __restrict__ q = acc.data() + x * C;
+          for (const auto& [fx, wx] : tx[x]) {
+            const A k = wy * wx;
+            const A* __restrict__ g = frow + fx * C;
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) q[c] += k * g[c];
+          }
+        }
+      }
+      const A* __restrict__ p1 = k1 + n * C;
+      const A* __restrict__ p2 = k2 + n * C;
+      for (int64_t x = 0; x < W; ++x) {
+        const A* __restrict__ q = acc.data() + x * C;
+        const T* __restrict__ v = r + n * rs.sn + y * rs.sh + x * rs.sw;
+        T* __restrict__ d = dst + n * ds.sn + y * ds.sh + x * ds.sw;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) store(d, c, q[c] + p2[c] * load(v, c) + p1[c]);
+      }
+    }
+  });
+}
+
 template <typename T, typename A>
 std::vector<Branch<T, A>> branches_of(const std::vector<at::Tensor>& maps, int64_t H,
                                       int64_t W) {
@@ -539,6 +589,37 @@ void norm_scale_task_backward_maps(const at::Tensor& grad, const at::Tensor& cod
   });
 }
 
+// a resized branch's gradient: dst (its size and type, any strides, channels contiguous) =
+// resize backward of fine ((N, C, out_h, out_w) channels-last, the arithmetic's type) + k2 * r
+// + k1 (k1, k2: contiguous (N, C), the arithmetic's type); see resize_back_kernel
+void norm_scale_task_backward_resized(const at::Tensor& fine, const at::Tensor& r,
+                                      const at::Tensor& k1, const at::Tensor& k2,
+                                      const at::Tensor& dst) {
+  RECORD_FUNCTION("mmdet_dyhead::norm_scale_task_backward", std::vector<c10::IValue>());
+  const Strided rs = strided(r), ds = strided(dst);
+  const auto acc = acc_type(r.scalar_type());
+  TORCH_CHECK(r.scalar_type() == at::kFloat || r.scalar_type() == at::kDouble ||
+                  r.scalar_type() == at::kBFloat16,
+              "the folded scale/task pass takes float32, float64 or bfloat16 maps");
+  TORCH_CHECK(dst.sizes() == r.sizes() && dst.scalar_type() == r.scalar_type(),
+              "dst must be the branch's size and type");
+  TORCH_CHECK(fine.dim() == 4 && fine.size(0) == rs.N && fine.size(1) == rs.C &&
+                  fine.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+                  fine.scalar_type() == acc,
+              "fine must be (N, C, H, W) channels-last in the arithmetic's type");
+  for (const auto* k : {&k1, &k2})
+    TORCH_CHECK(k->sizes() == at::IntArrayRef({rs.N, rs.C}) && k->is_contiguous() &&
+                    k->scalar_type() == acc,
+                "k1, k2 must be contiguous (N, C) tensors of the arithmetic's type");
+  dispatch(r.scalar_type(), [&](auto* t, auto* a) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    using A = std::remove_pointer_t<decltype(a)>;
+    resize_back_kernel<T, A>(fine.data_ptr<A>(), fine.size(2), fine.size(3),
+                             static_cast<const T*>(r.data_ptr()), rs, k1.data_ptr<A>(),
+                             k2.data_ptr<A>(), static_cast<T*>(dst.data_ptr()), ds);
+  });
+}
+
 }  // namespace
 
 void bind_norm_scale_task(pybind11::module_& m) {
@@ -550,4 +631,7 @@ void bind_norm_scale_task(pybind11::module_& m) {
         "backward, first pass: the sums behind the factors' and coefficients' gradients");
   m.def("norm_scale_task_backward_maps", &norm_scale_task_backward_maps,
         "backward, second pass: each branch's map gradient");
+  m.def("norm_scale_task_backward_resized", &norm_scale_task_backward_resized,
+        "backward of a resized branch: its output-size gradient resized back, plus its "
+        "statistics' share, into its own rows");
 }

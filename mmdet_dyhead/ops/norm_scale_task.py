@@ -22,6 +22,7 @@ branch's gradient (the output's, through the factors, plus the moments' share: d
 constant, d sum of squares -> 2 r). A resized branch's gradient is written at the output's size
 and resized back by one more pass, which adds its moments' share.
 """
+import contextlib
 from typing import Callable, List, Sequence, Tuple
 
 import torch
@@ -142,6 +143,15 @@ def _level_args(maps, m, a1, b1, a2, b2, i, span):
             b1[i].contiguous(), a2[i].contiguous(), b2[i].contiguous())
 
 
+def _kept_as_they_are():
+    """Identity saved-tensor hooks over whatever hooks are active (none: no hooks, which would
+    cost a Python call per saved tensor)."""
+    top = getattr(torch._C._autograd, '_top_saved_tensors_default_hooks', None)
+    if top is not None and top(False) is None:
+        return contextlib.nullcontext()
+    return torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
+
+
 def _forward(plan: _Plan, sources, with_code: bool):
     """-> per level outputs, their sign codes, and (with_code) the small math's moments leaf
     and outputs with their graph (the backward's autograd.grad runs through it)."""
@@ -149,8 +159,11 @@ def _forward(plan: _Plan, sources, with_code: bool):
     maps = plan.maps(sources)
     moments = channel_moments(maps, plan.out_sizes)
     # for a backward, the small math's graph is recorded now rather than the math run again
-    # then: its ~85 tiny ops cost their dispatch, not their arithmetic
-    with torch.set_grad_enabled(with_code):
+    # then: its ~85 tiny ops cost their dispatch, not their arithmetic. Its few (N, C) tensors
+    # are kept as they are, past any saved-tensor hooks: a non-reentrant checkpoint's (with_cp)
+    # would run the whole block once more for the backward's own autograd.grad
+    kept = _kept_as_they_are() if with_code else contextlib.nullcontext()
+    with torch.set_grad_enabled(with_code), kept:
         leaf = moments.requires_grad_(with_code)
         small = _factors(plan, leaf, acc_dtype(maps[0].dtype))
     m, a1, b1, a2, b2 = (t.detach() for t in small)
@@ -162,7 +175,7 @@ def _forward(plan: _Plan, sources, with_code: bool):
         outs.append(res[0])
         codes.extend(res[1:])
         factors.extend((args[1], args[2], args[4]))  # what the backward's passes take
-    return outs, codes, (leaf, small), maps, factors
+    return outs, codes, (leaf, small), factors
 
 
 class _NormScaleTask(torch.autograd.Function):
@@ -170,10 +183,9 @@ class _NormScaleTask(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan, num_sources, *tensors):
         sources = tensors[:num_sources]
-        outs, codes, ctx.small, ctx.maps, factors = _forward(plan, sources, with_code=True)
+        outs, codes, ctx.small, factors = _forward(plan, sources, with_code=True)
         ctx.plan, ctx.num_sources = plan, num_sources
         ctx.params = tensors[num_sources:]
-        # ctx.maps are views of the sources, which are saved here for autograd's version check
         ctx.save_for_backward(*sources, *codes, *factors)
         return tuple(outs)
 
@@ -186,7 +198,7 @@ class _NormScaleTask(torch.autograd.Function):
         codes = saved[ctx.num_sources:len(saved) - 3 * L]
         # per level, both passes' (N, L', C) factors and (N, C) slopes, as the forward took them
         factors = [saved[len(saved) - 3 * (L - i):][:3] for i in range(L)]
-        maps, ctx.maps = ctx.maps, None
+        maps = plan.maps(sources)
         dtype = factors[0][0].dtype
         cl = torch.channels_last
         grads = [torch.zeros_like(c, dtype=maps[0].dtype) if g is None

@@ -144,8 +144,9 @@ def _level_args(maps, m, a1, b1, a2, b2, i, span):
 
 
 def _kept_as_they_are():
-    """Identity saved-tensor hooks over whatever hooks are active (none: no hooks, which would
-    cost a Python call per saved tensor)."""
+    """Identity saved-tensor hooks where other hooks are active (a checkpoint's), so that what is
+    saved inside is kept as it is; a null context where none are (hooks cost a Python call per
+    saved tensor)."""
     top = getattr(torch._C._autograd, '_top_saved_tensors_default_hooks', None)
     if top is not None and top(False) is None:
         return contextlib.nullcontext()
@@ -153,8 +154,9 @@ def _kept_as_they_are():
 
 
 def _forward(plan: _Plan, sources, with_code: bool):
-    """-> per level outputs, their sign codes, and (with_code) the small math's moments leaf
-    and outputs with their graph (the backward's autograd.grad runs through it)."""
+    """-> the levels' outputs, their sign codes (with_code), the small math's moments leaf and
+    outputs (with_code: with their graph, which the backward's autograd.grad runs through), and
+    each level's (m, a1, a2) as the passes take them."""
     ext = cpu_ext.load()
     maps = plan.maps(sources)
     moments = channel_moments(maps, plan.out_sizes)

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -64,6 +65,17 @@ struct Axis {
     std::vector<double> w(src, 0.0);
     for (size_t t = 0; t < i0.size(); ++t) w[i0[t]] += l0[t], w[i1[t]] += l1[t];
     return w;
+  }
+
+  // per source index, the (output index, weight) pairs blended from it, in output order (the
+  // resize's transpose, for its backward)
+  std::vector<std::vector<std::pair<int64_t, A>>> by_source(int64_t src) const {
+    std::vector<std::vector<std::pair<int64_t, A>>> t(src);
+    for (size_t o = 0; o < i0.size(); ++o) {
+      t[i0[o]].push_back({static_cast<int64_t>(o), l0[o]});
+      t[i1[o]].push_back({static_cast<int64_t>(o), l1[o]});
+    }
+    return t;
   }
 };
 
@@ -410,16 +422,7 @@ template <typename T, typename A>
 void resize_back_kernel(const A* fine, int64_t h, int64_t w, const T* r, const Strided& rs,
                         const A* k1, const A* k2, T* dst, const Strided& ds) {
   const int64_t C = rs.C, H = rs.H, W = rs.W;
-  // per source index, the (output index, weight) pairs blended from it, in output order
-  auto transposed = [](const Axis<A>& a, int64_t src) {
-    std::vector<std::vector<std::pair<int64_t, A>>> t(src);
-    for (size_t o = 0; o < a.i0.size(); ++o) {
-      t[a.i0[o]].push_back({static_cast<int64_t>(o), a.l0[o]});
-      t[a.i1[o]].push_back({static_cast<int64_t>(o), a.l1[o]});
-    }
-    return t;
-  };
-  const auto ty = transposed(Axis<A>(H, h), H), tx = transposed(Axis<A>(W, w), W);
+  const auto ty = Axis<A>(H, h).by_source(H), tx = Axis<A>(W, w).by_source(W);
   at::parallel_for(0, rs.N * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<A> acc(W * C);
     for (int64_t row = begin; row < end; ++row) {

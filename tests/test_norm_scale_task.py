@@ -264,3 +264,102 @@ def test_hooked_attentions_see_their_calls():
         model(feats)
     handle.remove()
     assert len(seen) == 2  # one per level
+
+
+def _block_case(hsigmoid, affine, dtype, C=32):
+    """A block with every attention weight large enough that the ReLU and hard-sigmoid gates
+    cut some entries, its conv outputs' plan and moments (3 levels, the middle one resized)."""
+    torch.manual_seed(0)
+    block = DynamicHeadBlock(C, C, hsigmoid=hsigmoid,
+                             norm_cfg=dict(type='GN', num_groups=4, affine=affine)).to(dtype)
+    for m in block.modules():
+        if isinstance(m, nn.GroupNorm) and affine:
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1):
+            m.weight.data.normal_(0, 0.3)
+            m.bias.data.normal_(0, 0.5)
+    feats = [torch.randn(2, C, h, w, dtype=dtype).contiguous(memory_format=torch.channels_last)
+             for h, w in [(12, 13), (6, 7), (3, 4)]]
+    with torch.no_grad():
+        sources, levels = block.spatial.raw(feats)
+    plan = nst._Plan(sources, levels, [f.shape[-2:] for f in feats], block.scale.weight_of,
+                     block.task.coefficients_of, (block.scale, block.task))
+    moments = nst.channel_moments(plan.maps(sources), plan.out_sizes)
+    return block, plan, moments
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('hsigmoid,affine', [('reference', True), ('paper', False),
+                                             ('reference', False), ('paper', True)])
+def test_native_small_math_equals_the_torch_ops_and_their_autograd(hsigmoid, affine, dtype):
+    """csrc/small_math.cpp (DynamicHead's own attentions) against ``_factors``, the same math as
+    torch ops through the attentions' methods, and autograd through them: every factor, every
+    moment share the backward's passes take, every parameter's gradient."""
+    block, plan, moments = _block_case(hsigmoid, affine, dtype)
+    assert plan.native(dtype)
+    params = block._fold_params()
+    leaf = moments.clone().requires_grad_()
+    m, a1, b1, a2, b2 = nst._factors(plan, leaf, dtype)
+    native = nst._NativeSmallMath(plan, moments)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for i, span in enumerate(plan.spans()):
+        want = (m[span].transpose(0, 1), a1[i], b1[i], a2[i], b2[i])
+        for got, w in zip(native.levels[i], want):
+            assert got.dtype == dtype and got.is_contiguous()
+            torch.testing.assert_close(got, w, **tol)
+    g = torch.Generator().manual_seed(3)
+    d_m = torch.randn(m.shape, generator=g, dtype=dtype)
+    d_coef = torch.randn(len(plan.levels), m.shape[1], 4, m.shape[2], generator=g, dtype=dtype)
+    want = torch.autograd.grad((m, a1, b1, a2, b2), [leaf] + params,
+                               [d_m] + [d_coef[:, :, k] for k in range(4)], allow_unused=True)
+    k_levels, k_resized = nst._moment_shares(plan, want[0], dtype)
+    got_levels, got_resized, by_id = native.backward(d_m, d_coef)
+    assert len(got_levels) == 2 * len(plan.levels) and len(got_resized) == 2 * sum(plan.resized)
+    for got, w in zip(got_levels + got_resized, k_levels + k_resized):
+        torch.testing.assert_close(got, w, **tol)
+    names = {id(p): n for n, p in block.named_parameters()}
+    for p, w in zip(params, want[1:]):
+        if w is None:  # the offset conv's, the convs' own: not the small math's
+            assert id(p) not in by_id, names[id(p)]
+            continue
+        got = by_id[id(p)]
+        assert got.shape == p.shape and got.dtype == p.dtype, names[id(p)]
+        torch.testing.assert_close(got, w, **tol, msg=names[id(p)])
+
+
+def test_subclassed_attentions_keep_their_own_math():
+    """A subclass of an attention may change its math: the block then takes its methods (the
+    torch ops), not the C++ small math, and equals the unfolded path with the subclass."""
+    torch.manual_seed(0)
+    block = DynamicHeadBlock(16, 16, norm_cfg=dict(type='GN', num_groups=4)).double()
+
+    class Steeper(type(block.scale)):
+        def weight_of(self, mean):
+            return super().weight_of(2 * mean)
+
+    steeper = Steeper(16).double()
+    steeper.load_state_dict(block.scale.state_dict())
+    block.scale = steeper
+    feats = [torch.randn(2, 16, s, s, dtype=torch.float64) for s in (8, 4)]
+    assert block._foldable(feats)
+    seen = []
+    real = nst._NativeSmallMath.__init__
+    nst_init = lambda self, *a: seen.append(1) or real(self, *a)  # noqa: E731
+    try:
+        nst._NativeSmallMath.__init__ = nst_init
+        with torch.no_grad():
+            folded = block(feats)
+    finally:
+        nst._NativeSmallMath.__init__ = real
+    assert not seen
+    with torch.no_grad():
+        unfolded = [block.scale_task(branches) for branches in block.spatial(feats)]
+    for a, b in zip(folded, unfolded):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_native_small_math_names_bad_input():
+    _, plan, moments = _block_case('reference', True, torch.float64)
+    with pytest.raises(RuntimeError, match='moments must be contiguous'):
+        nst._NativeSmallMath(plan, moments.float())

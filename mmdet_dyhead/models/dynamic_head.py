@@ -61,9 +61,11 @@ class DynamicHeadBlock(nn.Module):
     def forward(self, feats: Sequence[Tensor]) -> List[Tensor]:
         if self._foldable(feats):
             sources, levels = self.spatial.raw(feats)
+            # DynamicHead's own attentions (not a subclass): their math is in the C++ small math
+            own = type(self.scale) is ScaleAwareAttention and type(self.task) is TaskAwareAttention
             return norm_scale_task(sources, levels, [f.shape[-2:] for f in feats],
                                    self.scale.weight_of, self.task.coefficients_of,
-                                   self._fold_params())
+                                   self._fold_params(), (self.scale, self.task) if own else None)
         return [self.scale_task(branches) for branches in self.spatial(feats)]
 
     def _foldable(self, feats: Sequence[Tensor]) -> bool:

@@ -1,7 +1,8 @@
 """The C++ code of the CPU path (csrc/): the deformable conv, sampling loops and oneDNN GEMMs in one
 call per direction (deform_sample.cpp), the scale- and task-aware attentions' element-wise pass
-(scale_task.cpp), that pass with the norms and resizes folded in (norm_scale_task.cpp) and the
-channels-last to contiguous copy at the neck's edges (layout.cpp), one module built on first use.
+(scale_task.cpp), that pass with the norms and resizes folded in (norm_scale_task.cpp) and its
+small (N, C) math (small_math.cpp), and the channels-last to contiguous copy at the neck's edges
+(layout.cpp), one module built on first use.
 
 Built with torch's JIT extension builder (ninja and a C++ compiler, ~20 s once per machine; the
 result is cached under ``$TORCH_EXTENSIONS_DIR`` or ~/.cache/torch_extensions). Without a
@@ -18,7 +19,7 @@ from ..utils.machine import cpuinfo_field
 
 SOURCES = [osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', name)
            for name in ('deform_sample.cpp', 'scale_task.cpp', 'norm_scale_task.cpp',
-                        'layout.cpp')]
+                        'small_math.cpp', 'layout.cpp')]
 HEADERS = [osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', name)  # in the build key
            for name in ('dtypes.h', 'dynamic_relu.h')]
 

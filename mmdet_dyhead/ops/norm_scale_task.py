@@ -10,17 +10,19 @@ output is
 GroupNorm with fixed statistics is a per-channel affine map and the bilinear resize
 (align_corners) a weighted mean whose weights sum to 1, so one pass over each raw branch
 (``channel_moments``: sums, sums of squares and resized sums per channel, in double) gives every
-statistic and average; the rest is small (N, C) math (``_factors``, once for all branches of the
-block), after which one pass (csrc/norm_scale_task.cpp) reads each raw branch, resizing it on
-the fly, and writes the level's output: out = max(a1 * s + b1', a2 * s + b2'), s = sum_i m_i r_i.
-No normalised, resized or summed map is ever written.
+statistic and average; the rest is small (N, C) math, once for all branches of the block
+(``_factors`` as torch ops; for DynamicHead's own attentions ``_NativeSmallMath``, loops in
+csrc/small_math.cpp), after which one pass (csrc/norm_scale_task.cpp) reads each raw branch,
+resizing it on the fly, and writes the level's output: out = max(a1 * s + b1', a2 * s + b2'),
+s = sum_i m_i r_i. No normalised, resized or summed map is ever written.
 
 The backward is two passes per level: the first sums what the small math's gradient needs (the
-gradients of m_i and of the coefficients), autograd takes those back through the small math
-(whose graph the forward recorded) to the moments and parameters, and the second writes each
-branch's gradient (the output's, through the factors, plus the moments' share: d sum ->
-constant, d sum of squares -> 2 r). A resized branch's gradient is written at the output's size
-and resized back by one more pass, which adds its moments' share.
+gradients of m_i and of the coefficients), the small math's backward takes those to the moments
+and parameters (written out in csrc/small_math.cpp, or autograd through the graph the forward
+recorded), and the second writes each branch's gradient (the output's, through the factors,
+plus the moments' share: d sum -> constant, d sum of squares -> 2 r). A resized branch's
+gradient is written at the output's size and resized back by one more pass, which adds its
+moments' share.
 """
 import contextlib
 from typing import Callable, List, Sequence, Tuple
@@ -86,9 +88,10 @@ def group_norm_affine(moments: Tensor, counts: Tensor, num_groups: int, eps: flo
 class _Plan:
     """Where each branch lies and what it is resized to; what the small math needs."""
 
-    def __init__(self, sources, levels, sizes, weight_of, coefficients_of):
+    def __init__(self, sources, levels, sizes, weight_of, coefficients_of, attentions):
         self.levels, self.sizes = levels, [(int(h), int(w)) for h, w in sizes]
         self.weight_of, self.coefficients_of = weight_of, coefficients_of
+        self.attentions = attentions
         self.C = levels[0][0][-1].num_channels
         self.branches = [b for level in levels for b in level]
         self.norms = [b[-1] for b in self.branches]
@@ -100,9 +103,20 @@ class _Plan:
             sum(s.numel() for s in sources), 'the branches must cover the conv outputs once'
 
         self.resized = [tuple(s) != o for s, o in zip(shapes, self.out_sizes)]
-        self.counts = torch.tensor([s[0] * s[1] for s in shapes], dtype=torch.float64)
-        self.level_counts = torch.tensor([h * w for h, w in self.out_sizes], dtype=torch.float64)
+        self.count_list = [s[0] * s[1] for s in shapes]
+        self.level_count_list = [h * w for h, w in self.out_sizes]
+        self.counts = torch.tensor(self.count_list, dtype=torch.float64)
+        self.level_counts = torch.tensor(self.level_count_list, dtype=torch.float64)
         self.per_level = torch.tensor([len(level) for level in levels], dtype=torch.float64)
+
+    def native(self, dtype) -> bool:
+        """Whether the small math runs in C++ (``_NativeSmallMath``): DynamicHead's own
+        attentions, their parameters in the arithmetic's type, no autocast (which would run
+        their linear layers in bf16)."""
+        if self.attentions is None or torch.is_autocast_enabled('cpu'):
+            return False
+        return all(p.dtype == dtype for m in (*self.attentions, *self.norms)
+                   for p in m.parameters())
 
     def maps(self, sources) -> List[Tensor]:
         """Each branch's (N, C, H, W) view of its rows: channels-last strides, maybe strided."""
@@ -137,10 +151,37 @@ def _factors(plan: _Plan, moments: Tensor, dtype) -> Tuple[Tensor, ...]:
                                        b2 + a2 * const))
 
 
-def _level_args(maps, m, a1, b1, a2, b2, i, span):
-    """Level i's arguments of the C++ forward: its branches, (N, L', C) factors, (N, C) rest."""
-    return (maps[span], m[span].transpose(0, 1).contiguous(), a1[i].contiguous(),
-            b1[i].contiguous(), a2[i].contiguous(), b2[i].contiguous())
+class _NativeSmallMath:
+    """The small math in C++ (csrc/small_math.cpp) for DynamicHead's own attentions: ``_factors``
+    with ``ScaleAwareAttention.weight_of`` and ``TaskAwareAttention.coefficients_of``, and its
+    backward written out, as loops over the (N, C) arrays: one call per direction where the torch
+    ops dispatched ~100 each way (about 2.5 ms per block)."""
+
+    def __init__(self, plan: _Plan, moments: Tensor):
+        scale, task = plan.attentions
+        n0 = plan.norms[0]
+        unique = list({id(n): n for n in plan.norms}.values())
+        self.norm_params = [p for n in unique for p in (n.weight, n.bias)] if n0.affine else []
+        self.norm_of = torch.tensor([[u is n for u in unique].index(True) for n in plan.norms])
+        self.attention_params = [scale.fc.weight, scale.fc.bias, task.fc1.weight, task.fc1.bias,
+                                 task.fc2.weight, task.fc2.bias]
+        self.plan, self.moments, self.paper = plan, moments, scale.hsigmoid == 'paper'
+        self.lambda_a = task.lambda_a
+        self.levels, self.saved = cpu_ext.load().small_math_forward(
+            moments, plan.count_list, plan.level_count_list, plan.level_of, len(plan.levels),
+            n0.num_groups, n0.eps, self.norm_params, self.norm_of, self.attention_params,
+            self.paper, task.lambda_a, [*task.init_a, *task.init_b])
+
+    def backward(self, d_m: Tensor, d_coef: Tensor):
+        """-> per level k1, k2 (N, L', C), per resized branch k1, k2 (N, C), and {id(param):
+        gradient} for the norms' and attentions' parameters."""
+        plan = self.plan
+        k_levels, k_resized, grads = cpu_ext.load().small_math_backward(
+            self.saved, self.moments, d_m, d_coef, plan.count_list, plan.level_count_list,
+            plan.resized, plan.level_of, plan.norms[0].num_groups, self.norm_params,
+            self.norm_of, self.attention_params, self.paper, self.lambda_a)
+        params = self.norm_params + self.attention_params
+        return k_levels, k_resized, {id(p): g for p, g in zip(params, grads)}
 
 
 def _kept_as_they_are():
@@ -154,30 +195,53 @@ def _kept_as_they_are():
 
 
 def _forward(plan: _Plan, sources, with_code: bool):
-    """-> the levels' outputs, their sign codes (with_code), the small math's moments leaf and
-    outputs (with_code: with their graph, which the backward's autograd.grad runs through), and
-    each level's (m, a1, a2) as the passes take them."""
+    """-> the levels' outputs, their sign codes (with_code), the small math (with_code: what its
+    backward needs) and each level's (m, a1, a2) as the passes take them."""
     ext = cpu_ext.load()
     maps = plan.maps(sources)
     moments = channel_moments(maps, plan.out_sizes)
-    # for a backward, the small math's graph is recorded now rather than the math run again
-    # then: its ~85 tiny ops cost their dispatch, not their arithmetic. Its few (N, C) tensors
-    # are kept as they are, past any saved-tensor hooks: a non-reentrant checkpoint's (with_cp)
-    # would run the whole block once more for the backward's own autograd.grad
-    kept = _kept_as_they_are() if with_code else contextlib.nullcontext()
-    with torch.set_grad_enabled(with_code), kept:
-        leaf = moments.requires_grad_(with_code)
-        small = _factors(plan, leaf, acc_dtype(maps[0].dtype))
-    m, a1, b1, a2, b2 = (t.detach() for t in small)
+    dtype = acc_dtype(maps[0].dtype)
+    if plan.native(dtype):
+        small = _NativeSmallMath(plan, moments)
+        level_factors = small.levels
+    else:
+        # for a backward, the small math's graph is recorded now rather than the math run again
+        # then: its ~85 tiny ops cost their dispatch, not their arithmetic. Its few (N, C)
+        # tensors are kept as they are, past any saved-tensor hooks: a non-reentrant
+        # checkpoint's (with_cp) would run the whole block once more for the backward's own
+        # autograd.grad
+        kept = _kept_as_they_are() if with_code else contextlib.nullcontext()
+        with torch.set_grad_enabled(with_code), kept:
+            leaf = moments.requires_grad_(with_code)
+            small = (leaf, _factors(plan, leaf, dtype))
+        m, a1, b1, a2, b2 = (t.detach() for t in small[1])
+        level_factors = [(m[span].transpose(0, 1).contiguous(), a1[i].contiguous(),
+                          b1[i].contiguous(), a2[i].contiguous(), b2[i].contiguous())
+                         for i, span in enumerate(plan.spans())]
     outs, codes, factors = [], [], []
     for i, span in enumerate(plan.spans()):
         h, w = plan.sizes[i]
-        args = _level_args(maps, m, a1, b1, a2, b2, i, span)
-        res = ext.norm_scale_task_forward(*args, h, w, with_code)
+        m_i, a1_i, b1_i, a2_i, b2_i = level_factors[i]
+        res = ext.norm_scale_task_forward(maps[span], m_i, a1_i, b1_i, a2_i, b2_i, h, w,
+                                          with_code)
         outs.append(res[0])
         codes.extend(res[1:])
-        factors.extend((args[1], args[2], args[4]))  # what the backward's passes take
-    return outs, codes, (leaf, small), factors
+        factors.extend((m_i, a1_i, a2_i))  # what the backward's passes take
+    return outs, codes, small, factors
+
+
+def _moment_shares(plan: _Plan, d_moments: Tensor, dtype):
+    """The moments' gradients (B, N, 3, C) -> what each branch's gradient gets from them, k1 +
+    k2 * r: per level k1, k2 (N, L', C), and per resized branch k1, k2 (N, C) (its resized
+    sum's share is taken at the output's size, the rest after the resize back)."""
+    resized = torch.tensor(plan.resized).view(-1, 1, 1)
+    d_sum, d_sum_sq, d_resized = d_moments.unbind(2)
+    k1 = torch.where(resized, d_resized, d_sum + d_resized).to(dtype)
+    k2 = (2 * d_sum_sq).to(dtype)
+    k_levels = [k[span].transpose(0, 1).contiguous() for span in plan.spans() for k in (k1, k2)]
+    k_resized = [k for b, r in enumerate(plan.resized) if r
+                 for k in (d_sum[b].to(dtype).contiguous(), k2[b])]
+    return k_levels, k_resized
 
 
 class _NormScaleTask(torch.autograd.Function):
@@ -212,18 +276,22 @@ class _NormScaleTask(torch.autograd.Function):
             dm.append(d_m.transpose(0, 1))
             dcoef.append(d_c)
         dcoef = torch.stack(dcoef)  # (L, N, 4, C)
-        params = [p for p in ctx.params if p.requires_grad]
-        (leaf, small), ctx.small = ctx.small, None
-        d_small = [torch.cat(dm).to(dtype)] + [dcoef[:, :, k].to(dtype) for k in range(4)]
-        d_moments, *d_params = torch.autograd.grad(small, [leaf] + params, d_small,
-                                                   allow_unused=True)
-        # each branch's statistics' share: d sum -> k1 (the resized sum's too, at the same size),
-        # d sum of squares -> k2 * r
-        resized = torch.tensor(plan.resized).view(-1, 1, 1)
-        k1 = d_moments[:, :, 0] + torch.where(resized, 0, d_moments[:, :, 2])
-        k_resized, k2 = d_moments[:, :, 2], 2 * d_moments[:, :, 1]
+        small, ctx.small = ctx.small, None
+        if isinstance(small, _NativeSmallMath):
+            k_levels, k_resized, by_id = small.backward(torch.cat(dm), dcoef)
+            param_grads = [by_id.get(id(p)) if p.requires_grad else None for p in ctx.params]
+        else:
+            params = [p for p in ctx.params if p.requires_grad]
+            leaf, out = small
+            d_small = [torch.cat(dm).to(dtype)] + [dcoef[:, :, k].to(dtype) for k in range(4)]
+            d_moments, *d_params = torch.autograd.grad(out, [leaf] + params, d_small,
+                                                       allow_unused=True)
+            k_levels, k_resized = _moment_shares(plan, d_moments, dtype)
+            d_params = iter(d_params)
+            param_grads = [next(d_params) if p.requires_grad else None for p in ctx.params]
         source_grads = [torch.empty_like(s) for s in sources]
         dst_maps = plan.maps(source_grads)
+        k_resized = iter(k_resized)
         for i, span in enumerate(plan.spans()):
             dst, fixups = [], []
             for b in range(span.start, span.stop):
@@ -233,24 +301,18 @@ class _NormScaleTask(torch.autograd.Function):
                     fixups.append((b, view, dst[-1]))
                 else:
                     dst.append(view)
-            # a resized branch's map gets its resized sum's share at the output's size
-            k1_level = torch.where(resized[span], k_resized[span], k1[span])
-            ext.norm_scale_task_backward_maps(
-                grads[i], codes[i], maps[span], *factors[i],
-                k1_level.transpose(0, 1).to(dtype).contiguous(),
-                k2[span].transpose(0, 1).to(dtype).contiguous(), dst)
+            ext.norm_scale_task_backward_maps(grads[i], codes[i], maps[span], *factors[i],
+                                              *k_levels[2 * i:2 * i + 2], dst)
             for b, view, fine in fixups:  # back through the resize, plus the moments' share
-                ext.norm_scale_task_backward_resized(fine, maps[b], k1[b].to(dtype).contiguous(),
-                                                     k2[b].to(dtype).contiguous(), view)
-        d_params = iter(d_params)
-        param_grads = [next(d_params) if p.requires_grad else None for p in ctx.params]
+                ext.norm_scale_task_backward_resized(fine, maps[b], next(k_resized),
+                                                     next(k_resized), view)
         return (None, None, *source_grads, *param_grads)
 
 
 def norm_scale_task(sources: Sequence[Tensor], levels: Sequence[Sequence[Branch]], sizes,
                     weight_of: Callable[[Tensor], Tensor],
                     coefficients_of: Callable[[Tensor], Tuple[Tensor, ...]],
-                    params: Sequence[Tensor] = ()) -> List[Tensor]:
+                    params: Sequence[Tensor] = (), attentions=None) -> List[Tensor]:
     """See the module's docstring.
 
     Args:
@@ -263,10 +325,14 @@ def norm_scale_task(sources: Sequence[Tensor], levels: Sequence[Sequence[Branch]
         coefficients_of: averages (M, C) -> a1, b1, a2, b2 (M, C).
         params: every parameter the norms, weight_of and coefficients_of use (for their
             gradients).
+        attentions: None, or the (ScaleAwareAttention, TaskAwareAttention) whose ``weight_of``
+            and ``coefficients_of`` these are, exactly those classes: then the small math runs
+            in C++ (csrc/small_math.cpp, which writes out their math) where the parameters are
+            in the arithmetic's type and autocast is off.
     Returns:
         per level (N, C, H, W), channels-last.
     """
-    plan = _Plan(sources, levels, sizes, weight_of, coefficients_of)
+    plan = _Plan(sources, levels, sizes, weight_of, coefficients_of, attentions)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (*sources, *params)):
         return list(_NormScaleTask.apply(plan, len(sources), *sources, *params))
     return _forward(plan, sources, with_code=False)[0]

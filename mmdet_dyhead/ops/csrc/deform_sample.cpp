@@ -866,11 +866,13 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
 
 void bind_scale_task(pybind11::module_& m);       // scale_task.cpp
 void bind_norm_scale_task(pybind11::module_& m);  // norm_scale_task.cpp
+void bind_small_math(pybind11::module_& m);       // small_math.cpp
 void bind_layout(pybind11::module_& m);           // layout.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   bind_scale_task(m);
   bind_norm_scale_task(m);
+  bind_small_math(m);
   bind_layout(m);
   m.def("forward_levels", &forward_levels,
         "modulated deformable conv over several inputs: output rows of each group");

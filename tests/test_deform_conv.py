@@ -403,3 +403,50 @@ def test_tap_major_weight_is_the_gemm_matrix_without_a_copy():
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
+
+
+def test_eager_calls_skip_the_registered_op_with_the_same_bits(monkeypatch):
+    """Eager autograd runs the registered op's own forward and backward functions without its
+    dispatch (``_EagerLevels``): the same outputs and gradients, bit for bit, as through the op;
+    under a dispatch mode (fake tensors, FLOP counters) the op itself is called."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    torch.manual_seed(0)
+    w = torch.randn(6, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    leaves = [w, b]
+    xs, offs, masks = [], [], []
+    for s in (6, 3):
+        xs.append(torch.randn(2, 4, s, s, dtype=torch.float64, requires_grad=True))
+        offs.append(torch.randn(2, 18, s, s, dtype=torch.float64, requires_grad=True))
+        masks.append(torch.rand(2, 9, s, s, dtype=torch.float64, requires_grad=True))
+    leaves += xs + offs + masks
+
+    def run():
+        outs = modulated_deform_conv2d_levels(xs, offs, masks, w, b, 1, 1, 1, [6, 3])
+        g = torch.Generator().manual_seed(1)
+        loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in outs)
+        return [o.detach() for o in outs] + list(torch.autograd.grad(loss, leaves))
+
+    called = []
+    real = deform_conv._EagerLevels.apply
+    monkeypatch.setattr(deform_conv._EagerLevels, 'apply',
+                        lambda *a: called.append(1) or real(*a))
+    eager = run()
+    assert called
+    monkeypatch.setattr(deform_conv, '_eager', lambda tensors: False)
+    called.clear()
+    through_op = run()
+    assert not called
+    for a, r in zip(eager, through_op):
+        assert torch.equal(a, r)
+    monkeypatch.undo()
+
+    class Seen(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    seen = []
+    with torch.no_grad(), Seen():
+        modulated_deform_conv2d_levels(xs, offs, masks, w, b, 1, 1, 1)
+    assert 'mmdet_dyhead.deform_conv2d_levels.default' in seen

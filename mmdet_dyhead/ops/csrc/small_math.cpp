@@ -166,11 +166,16 @@ std::tuple<std::vector<std::vector<Tensor>>, std::vector<Tensor>> small_math_for
   // pi_C: per level and sample (the weights read in their own type)
   AT_DISPATCH_FLOATING_TYPES(w1c.scalar_type(), "small_math_forward", [&] {
     const auto *w1 = w1c.data_ptr<scalar_t>(), *w2 = w2c.data_ptr<scalar_t>();
-    for (int64_t ln = 0; ln < L * N; ++ln) {
-      const double* mean = p[kMean] + ln * C;
-      double *h = p[kH] + ln * R, *u = p[kU] + ln * 4 * C;
-      for (int64_t r = 0; r < R; ++r) h[r] = std::max(dot(mean, w1 + r * C, C) + b1[r], 0.0);
-      for (int64_t j = 0; j < 4 * C; ++j) u[j] = dot(h, w2 + j * R, R) + b2[j];
+    // each weight row read once, for every level and sample (they are few; the weights are not)
+    const int64_t LN = L * N;
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t ln = 0; ln < LN; ++ln)
+        p[kH][ln * R + r] = std::max(dot(p[kMean] + ln * C, w1 + r * C, C) + b1[r], 0.0);
+    for (int64_t j = 0; j < 4 * C; ++j)
+      for (int64_t ln = 0; ln < LN; ++ln)
+        p[kU][ln * 4 * C + j] = dot(p[kH] + ln * R, w2 + j * R, R) + b2[j];
+    for (int64_t ln = 0; ln < LN; ++ln) {
+      const double* u = p[kU] + ln * 4 * C;
       double *a1 = p[kA1] + ln * C, *a2 = p[kA2] + ln * C;
       for (int64_t c = 0; c < C; ++c) {
         a1[c] = theta(u[c]) * 2 * lambda_a + init[0];
@@ -257,7 +262,7 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> small_
   AT_DISPATCH_FLOATING_TYPES(w1c.scalar_type(), "small_math_backward", [&] {
     const auto *w1 = w1c.data_ptr<scalar_t>(), *w2 = w2c.data_ptr<scalar_t>();
     for (int64_t ln = 0; ln < LN; ++ln) {
-      const double *u = p[kU] + ln * 4 * C, *h = p[kH] + ln * R;
+      const double* u = p[kU] + ln * 4 * C;
       const double *cnst = p[kConst] + ln * C, *a1 = p[kA1] + ln * C, *a2 = p[kA2] + ln * C;
       double* dul = du.data() + ln * 4 * C;
       for (int64_t c = 0; c < C; ++c) {
@@ -270,12 +275,16 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> small_
         }
         d_cnst[ln * C + c] = g[C] * a1[c] + g[3 * C] * a2[c];
       }
-      double* dhl = dh.data() + ln * R;
-      for (int64_t j = 0; j < 4 * C; ++j) axpy(dul[j], w2 + j * R, dhl, R);
-      for (int64_t r = 0; r < R; ++r)
-        if (!(h[r] > 0)) dhl[r] = 0;  // ReLU's gradient: where its output is > 0
-      for (int64_t r = 0; r < R; ++r) axpy(dhl[r], w1 + r * C, d_mean.data() + ln * C, C);
     }
+    // each weight row read once, for every level and sample
+    for (int64_t j = 0; j < 4 * C; ++j)
+      for (int64_t ln = 0; ln < LN; ++ln) axpy(du[ln * 4 * C + j], w2 + j * R, &dh[ln * R], R);
+    for (int64_t ln = 0; ln < LN; ++ln)
+      for (int64_t r = 0; r < R; ++r)
+        if (!(p[kH][ln * R + r] > 0)) dh[ln * R + r] = 0;  // ReLU's gradient: output > 0
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t ln = 0; ln < LN; ++ln)
+        axpy(dh[ln * R + r], w1 + r * C, &d_mean[ln * C], C);
     auto weight_grad = [&](const std::vector<double>& d, int64_t rows, int64_t width,
                            const double* x, int64_t cols, std::vector<double>& d_bias,
                            scalar_t* out) {  // out[i, :] = sum_ln d[ln, i] x[ln, :]

@@ -363,3 +363,19 @@ def test_native_small_math_names_bad_input():
     _, plan, moments = _block_case('reference', True, torch.float64)
     with pytest.raises(RuntimeError, match='moments must be contiguous'):
         nst._NativeSmallMath(plan, moments.float())
+    native = nst._NativeSmallMath(plan, moments)
+    n0, task = plan.norms[0], plan.attentions[1]
+    args = [moments, plan.count_list, plan.level_count_list, plan.level_of, len(plan.levels),
+            n0.num_groups, n0.eps, native.norm_params, native.norm_of, native.attention_params,
+            False, task.lambda_a, [*task.init_a, *task.init_b]]
+    bad = dict(enumerate(args))
+    bad[8] = native.norm_of + len(native.norm_params)  # past the norms given
+    with pytest.raises(RuntimeError, match='norm_of must index'):
+        cpu_ext.load().small_math_forward(*bad.values())
+    bad[8] = native.norm_of[:-1]
+    with pytest.raises(RuntimeError, match="norm_of must give each branch's norm"):
+        cpu_ext.load().small_math_forward(*bad.values())
+    bad = dict(enumerate(args))
+    bad[5] = 3  # 32 channels do not split into 3 groups
+    with pytest.raises(RuntimeError, match="split into the norm's groups"):
+        cpu_ext.load().small_math_forward(*bad.values())

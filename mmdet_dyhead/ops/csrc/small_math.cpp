@@ -35,7 +35,7 @@ std::vector<double> as_double(const Tensor& t) {
 }
 
 // sum_k a[k] * b[k] in 8 partial sums, added up as a tree (one chain of adds would wait on each
-// add's latency; these dots are 64 long)
+// add's latency; fc2's dots are only 64 long)
 template <typename T>
 inline double dot(const double* a, const T* b, int64_t n) {
   double acc[8] = {0};
@@ -111,13 +111,21 @@ std::tuple<std::vector<std::vector<Tensor>>, std::vector<Tensor>> small_math_for
                   static_cast<int64_t>(level_counts.size()) == B,
               "one count and one level count per branch");
   const Levels lv = levels_of(level_of, L);
+  TORCH_CHECK(norm_of.dim() == 1 && norm_of.numel() == B && norm_of.scalar_type() == at::kLong,
+              "norm_of must give each branch's norm (B int64)");
   const auto* nof = norm_of.data_ptr<int64_t>();
   const bool affine = !norm_params.empty();
   std::vector<std::vector<double>> gamma, beta;
   for (size_t i = 0; affine && i < norm_params.size(); i += 2) {
+    TORCH_CHECK(i + 1 < norm_params.size() && norm_params[i].numel() == C &&
+                    norm_params[i + 1].numel() == C,
+                "norm_params must be each norm's weight and bias (C each)");
     gamma.push_back(as_double(norm_params[i]));
     beta.push_back(as_double(norm_params[i + 1]));
   }
+  for (int64_t b = 0; affine && b < B; ++b)
+    TORCH_CHECK(nof[b] >= 0 && nof[b] < static_cast<int64_t>(gamma.size()),
+                "norm_of must index norm_params' norms");
   const auto sw = as_double(attention_params[0]), sb = as_double(attention_params[1]);
   const auto b1 = as_double(attention_params[3]), b2 = as_double(attention_params[5]);
   const Tensor w1c = attention_params[2].contiguous(), w2c = attention_params[4].contiguous();

@@ -32,6 +32,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import cpu_ext
 
@@ -563,14 +564,9 @@ def _eager(tensors: Sequence[Tensor]) -> bool:
     export, dispatch modes such as fake tensors or FLOP counters, functorch transforms)."""
     return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
             and not torch.jit.is_scripting() and not torch.onnx.is_in_onnx_export()
-            and _current_dispatch_mode() is None
+            and _get_current_dispatch_mode() is None
             and torch._C._functorch.peek_interpreter_stack() is None
             and all(type(t) in (Tensor, torch.nn.Parameter) for t in tensors))
-
-
-def _current_dispatch_mode():
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-    return _get_current_dispatch_mode()
 
 
 def _pair(v) -> Tuple[int, int]:
@@ -640,10 +636,16 @@ def split_groups(groups: Sequence[Tensor], where: Sequence['Where']) -> List[Ten
 Where = Tuple[int, int, Tuple[int, int, int]]
 
 
-def group_view(group: Tensor, first_row: int, shape) -> Tensor:
-    """An input's (N, cout_g, Ho, Wo) channels-last view of its group's rows (P_g, cout_g)."""
+def group_view(group: Tensor, first_row: int, shape,
+               channels: Optional[Tuple[int, int]] = None) -> Tensor:
+    """An input's (N, cout_g, Ho, Wo) channels-last view of its group's rows (P_g, cout_g), or
+    (first, count) ``channels`` of them: one as_strided, not a narrow, view, permute and slice
+    (each costs its dispatch; the folded passes take ~40 such views per block and step)."""
     n, h, w = shape
-    return group.narrow(0, first_row, n * h * w).view(n, h, w, group.shape[1]).permute(0, 3, 1, 2)
+    c0, c = (0, group.shape[1]) if channels is None else channels
+    row, col = group.stride()
+    return group.as_strided((n, c, h, w), (h * w * row, col, w * row, row),
+                            group.storage_offset() + first_row * row + c0 * col)
 
 
 def modulated_deform_conv2d_groups(xs: Sequence[Tensor], offsets: Sequence[Tensor],

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from . import cpu_ext
-from .deform_conv import acc_dtype
+from .deform_conv import acc_dtype, group_view
 
 # a level's branch: the conv output rows (P, C_s) it lies in (an index into the sources), its
 # first row there, its (N, H, W), its first channel, and its norm
@@ -119,17 +119,9 @@ class _Plan:
                    for p in m.parameters())
 
     def maps(self, sources) -> List[Tensor]:
-        """Each branch's (N, C, H, W) view of its rows: channels-last strides, maybe strided
-        (``group_view``'s view of the rows, then the channels from c0: one as_strided, as each
-        of the four ops costs its dispatch, and the passes take ~40 such views per block)."""
-        C = self.C
-        maps = []
-        for j, r0, (n, h, w), c0, _ in self.branches:
-            src = sources[j]
-            cs = src.shape[1]
-            maps.append(src.as_strided((n, C, h, w), (h * w * cs, 1, w * cs, cs),
-                                       src.storage_offset() + r0 * cs + c0))
-        return maps
+        """Each branch's (N, C, H, W) view of its rows: channels-last strides, maybe strided."""
+        return [group_view(sources[j], r0, shape, (c0, self.C))
+                for j, r0, shape, c0, _ in self.branches]
 
     def spans(self):
         first = 0

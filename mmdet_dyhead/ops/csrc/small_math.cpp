@@ -58,8 +58,24 @@ inline void axpy(double a, const T* x, double* y, int64_t n) {
 // that the gradients equal the torch ops' to float64 rounding
 constexpr double kOneSixth = static_cast<double>(1.0f / 6.0f);
 
-// pi_C's theta of fc2's output: hardsigmoid(x) - 0.5
-inline double theta(double x) { return std::min(std::max(x + 3, 0.0), 6.0) / 6 - 0.5; }
+// relu6(x + 3) / 6, and its gradient g where -3 < x < 3, as torch's
+inline double hardsigmoid(double x) { return std::min(std::max(x + 3, 0.0), 6.0) / 6; }
+inline double hardsigmoid_grad(double x, double g) {
+  return (x > -3 && x < 3) ? g * kOneSixth : 0.0;
+}
+
+// pi_C's theta of fc2's output
+inline double theta(double x) { return hardsigmoid(x) - 0.5; }
+
+// numel(sizes) doubles as a new tensor in opts' type
+Tensor from_double(const double* src, at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  Tensor t = at::empty(sizes, opts);
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "from_double", [&] {
+    auto* dst = t.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < t.numel(); ++i) dst[i] = static_cast<scalar_t>(src[i]);
+  });
+  return t;
+}
 
 struct Levels {  // the branches of each level: [first[l], first[l] + size[l])
   std::vector<int64_t> of, first, size;
@@ -77,6 +93,17 @@ Levels levels_of(const Tensor& level_of, int64_t L) {
     if (s.size[s.of[b]]++ == 0) s.first[s.of[b]] = b;
   }
   return s;
+}
+
+// level l's branches' rows of a (B, N, C) array, as the passes take them: (N, L', C) in opts' type
+Tensor level_rows(const double* src, const Levels& lv, int64_t l, int64_t N, int64_t C,
+                  const at::TensorOptions& opts) {
+  const int64_t nb = lv.size[l];
+  std::vector<double> rows(N * nb * C);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < nb; ++i)
+      std::copy_n(src + ((lv.first[l] + i) * N + n) * C, C, rows.data() + (n * nb + i) * C);
+  return from_double(rows.data(), {N, nb, C}, opts);
 }
 
 // What the forward keeps for the backward (float64): per branch and sample scale, shift, the
@@ -163,7 +190,7 @@ std::tuple<std::vector<std::vector<Tensor>>, std::vector<Tensor>> small_math_for
       }
       const double z = dot(avg, sw.data(), C) + sb[0];
       const double y = paper_hsigmoid ? std::min(std::max((z + 1) / 2, 0.0), 1.0)
-                                      : std::min(std::max(z, 0.0) + 3, 6.0) / 6;
+                                      : hardsigmoid(std::max(z, 0.0));
       const int64_t l = lv.of[b];
       const double w = y / static_cast<double>(lv.size[l]);
       p[kZ][bn] = z, p[kW][bn] = w;
@@ -191,38 +218,27 @@ std::tuple<std::vector<std::vector<Tensor>>, std::vector<Tensor>> small_math_for
       }
     }
   });
-  // the passes' factors, per level, in the parameters' type
+  // the passes' factors, per level, in the parameters' type: m = w * scale, and b_k' = b_k +
+  // a_k * const
+  std::vector<double> m(B * N * C), b1p(L * N * C), b2p(L * N * C);
+  for (int64_t bn = 0; bn < B * N; ++bn)
+    for (int64_t c = 0; c < C; ++c) m[bn * C + c] = p[kW][bn] * p[kScale][bn * C + c];
+  for (int64_t ln = 0; ln < L * N; ++ln)
+    for (int64_t c = 0; c < C; ++c) {
+      const double* u = p[kU] + ln * 4 * C;
+      const double cnst = p[kConst][ln * C + c];
+      b1p[ln * C + c] = theta(u[C + c]) + init[2] + p[kA1][ln * C + c] * cnst;
+      b2p[ln * C + c] = theta(u[3 * C + c]) + init[3] + p[kA2][ln * C + c] * cnst;
+    }
   const auto opts = moments.options().dtype(attention_params[0].scalar_type());
   std::vector<std::vector<Tensor>> levels;
   for (int64_t l = 0; l < L; ++l) {
-    const int64_t nb = lv.size[l];
-    Tensor m = at::empty({N, nb, C}, opts);
-    std::vector<Tensor> out{m};
-    for (int k = 0; k < 4; ++k) out.push_back(at::empty({N, C}, opts));
-    AT_DISPATCH_FLOATING_TYPES(opts.dtype().toScalarType(), "small_math_forward", [&] {
-      auto* mp = m.data_ptr<scalar_t>();
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t i = 0; i < nb; ++i) {
-          const int64_t bn = (lv.first[l] + i) * N + n;
-          for (int64_t c = 0; c < C; ++c)
-            mp[(n * nb + i) * C + c] =
-                static_cast<scalar_t>(p[kW][bn] * p[kScale][bn * C + c]);
-        }
-      for (int64_t n = 0; n < N; ++n) {
-        const int64_t ln = l * N + n;
-        const double *u = p[kU] + ln * 4 * C, *cnst = p[kConst] + ln * C;
-        for (int64_t c = 0; c < C; ++c) {
-          // b_k' = b_k + a_k * const
-          const double a1 = p[kA1][ln * C + c], a2 = p[kA2][ln * C + c];
-          const double c1 = theta(u[C + c]) + init[2], c2 = theta(u[3 * C + c]) + init[3];
-          out[1].data_ptr<scalar_t>()[n * C + c] = static_cast<scalar_t>(a1);
-          out[2].data_ptr<scalar_t>()[n * C + c] = static_cast<scalar_t>(c1 + a1 * cnst[c]);
-          out[3].data_ptr<scalar_t>()[n * C + c] = static_cast<scalar_t>(a2);
-          out[4].data_ptr<scalar_t>()[n * C + c] = static_cast<scalar_t>(c2 + a2 * cnst[c]);
-        }
-      }
-    });
-    levels.push_back(out);
+    const int64_t off = l * N * C;  // level l's (N, C) rows of the (L, N, C) arrays
+    levels.push_back({level_rows(m.data(), lv, l, N, C, opts),
+                      from_double(p[kA1] + off, {N, C}, opts),
+                      from_double(b1p.data() + off, {N, C}, opts),
+                      from_double(p[kA2] + off, {N, C}, opts),
+                      from_double(b2p.data() + off, {N, C}, opts)});
   }
   return {levels, saved};
 }
@@ -277,10 +293,7 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> small_
         const double* g = dc + (ln * 4) * C + c;  // da1, db1', da2, db2' at stride C
         const double d[4] = {(g[0] + g[C] * cnst[c]) * 2 * lambda_a, g[C],
                              (g[2 * C] + g[3 * C] * cnst[c]) * 2 * lambda_a, g[3 * C]};
-        for (int k = 0; k < 4; ++k) {
-          const double x = u[k * C + c];
-          dul[k * C + c] = (x > -3 && x < 3) ? d[k] * kOneSixth : 0.0;
-        }
+        for (int k = 0; k < 4; ++k) dul[k * C + c] = hardsigmoid_grad(u[k * C + c], d[k]);
         d_cnst[ln * C + c] = g[C] * a1[c] + g[3 * C] * a2[c];
       }
     }
@@ -315,7 +328,7 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> small_
   const int64_t U = affine ? static_cast<int64_t>(gamma.size()) : 0;
   std::vector<double> d_gamma(U * C, 0), d_beta(U * C, 0), d_sw(C, 0), d_sb(1, 0);
   std::vector<double> k1(B * N * C), k2(B * N * C), k1_fine(B * N * C);
-  std::vector<double> d_means(C), d_shift(C), d_scale(C);
+  std::vector<double> d_means(C);
   for (int64_t b = 0; b < B; ++b) {
     const double cnt = static_cast<double>(counts[b] * per), q = level_counts[b];
     const int64_t l = lv.of[b], u = affine ? nof[b] : 0;
@@ -334,7 +347,7 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> small_
         const double qz = (z + 1) / 2;
         d_z = (qz >= 0 && qz <= 1) ? d_y / 2 : 0.0;
       } else {
-        d_z = (z > 0 && z < 3) ? d_y * kOneSixth : 0.0;
+        d_z = z > 0 ? hardsigmoid_grad(z, d_y) : 0.0;  // through the ReLU before it
       }
       d_sb[0] += d_z;
       const double* s3 = mom + bn * 3 * C + 2 * C;
@@ -366,43 +379,24 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> small_
   }
 
   std::vector<Tensor> per_level, per_resized, grads;
-  AT_DISPATCH_FLOATING_TYPES(opts.dtype().toScalarType(), "small_math_backward", [&] {
-    for (int64_t l = 0; l < L; ++l) {
-      const int64_t nb = lv.size[l];
-      for (const auto* k : {&k1, &k2}) {
-        Tensor t = at::empty({N, nb, C}, opts);
-        auto* tp = t.data_ptr<scalar_t>();
-        for (int64_t n = 0; n < N; ++n)
-          for (int64_t i = 0; i < nb; ++i)
-            for (int64_t c = 0; c < C; ++c)
-              tp[(n * nb + i) * C + c] =
-                  static_cast<scalar_t>((*k)[((lv.first[l] + i) * N + n) * C + c]);
-        per_level.push_back(t);
-      }
-    }
-    auto from = [&](const double* src, at::IntArrayRef sizes, at::TensorOptions o) {
-      Tensor t = at::empty(sizes, o);
-      auto* tp = t.data_ptr<scalar_t>();
-      for (int64_t i = 0; i < t.numel(); ++i) tp[i] = static_cast<scalar_t>(src[i]);
-      return t;
-    };
-    for (int64_t b = 0; b < B; ++b)
-      if (resized[b])
-        for (const auto* k : {&k1_fine, &k2})
-          per_resized.push_back(from(k->data() + b * N * C, {N, C}, opts));
-    for (int64_t i = 0; i < U; ++i) {
-      grads.push_back(from(d_gamma.data() + i * C, norm_params[2 * i].sizes(),
-                           norm_params[2 * i].options()));
-      grads.push_back(from(d_beta.data() + i * C, norm_params[2 * i + 1].sizes(),
-                           norm_params[2 * i + 1].options()));
-    }
-    const std::vector<double>* att[] = {&d_sw, &d_sb, nullptr, &d_b1, nullptr, &d_b2};
-    for (size_t i = 0; i < 6; ++i)
-      grads.push_back(i == 2   ? d_w1.view(attention_params[2].sizes())
-                      : i == 4 ? d_w2.view(attention_params[4].sizes())
-                               : from(att[i]->data(), attention_params[i].sizes(),
-                                      attention_params[i].options()));
-  });
+  for (int64_t l = 0; l < L; ++l)
+    for (const auto* k : {&k1, &k2})
+      per_level.push_back(level_rows(k->data(), lv, l, N, C, opts));
+  for (int64_t b = 0; b < B; ++b)
+    if (resized[b])
+      for (const auto* k : {&k1_fine, &k2})
+        per_resized.push_back(from_double(k->data() + b * N * C, {N, C}, opts));
+  for (int64_t i = 0; i < U; ++i)
+    for (int j = 0; j < 2; ++j)
+      grads.push_back(from_double((j ? d_beta : d_gamma).data() + i * C,
+                                  norm_params[2 * i + j].sizes(),
+                                  norm_params[2 * i + j].options()));
+  const std::vector<double>* att[] = {&d_sw, &d_sb, nullptr, &d_b1, nullptr, &d_b2};
+  for (size_t i = 0; i < 6; ++i)
+    grads.push_back(i == 2   ? d_w1.view(attention_params[2].sizes())
+                    : i == 4 ? d_w2.view(attention_params[4].sizes())
+                             : from_double(att[i]->data(), attention_params[i].sizes(),
+                                           attention_params[i].options()));
   return {per_level, per_resized, grads};
 }
 

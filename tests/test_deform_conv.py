@@ -222,6 +222,66 @@ def test_onednn_gemm_equals_torch_mm():
         torch.testing.assert_close(deform_conv._linear(x, y).double(), ref, rtol=1e-5, atol=1e-4)
 
 
+def _gemm_ops_in_backward(library: str, stride: int) -> set:
+    """The torch ops the C++ conv's backward records under its GEMM ranges, with ``library``;
+    its float32 gradients checked against mmcv's on the way (several chunks, 48 channels: two
+    channel slices on two threads)."""
+    from torch.profiler import ProfilerActivity, profile
+    assert deform_conv.backward_gemm(library) == library
+    tensors = _case(2, 48, 8, 13, 11, stride, 2.0, bias=False, dtype=torch.float32)
+    _compare(tensors, stride, rtol=1e-4)
+    out = modulated_deform_conv2d(*tensors, stride, 1, 1)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out.sum().backward()
+    names = {e.name for e in prof.events()}
+    assert 'mmdet_dyhead::gemm' in names
+    return {n for n in names if n.startswith(('aten::mm', 'aten::addmm'))}
+
+
+@pytest.mark.cpu_only
+def test_backward_gemm_library_is_used_and_matches_mmcv(loops, monkeypatch):
+    """Both libraries of the backward's fp32 GEMMs give mmcv's gradients; MKL's products run
+    through torch.mm (seen by the profiler on the calling thread), oneDNN's do not."""
+    if loops != 'cpp loops':
+        pytest.skip("the library is the C++ conv's")
+    monkeypatch.setattr(deform_conv, 'CHUNK_ELEMENTS', 37 * 9 * 16)
+    before = deform_conv.backward_gemm()
+    try:
+        for stride in (1, 2):
+            assert not _gemm_ops_in_backward('onednn', stride)
+            if torch.backends.mkl.is_available():
+                assert _gemm_ops_in_backward('mkl', stride)
+    finally:
+        deform_conv.backward_gemm(before)
+
+
+@pytest.mark.cpu_only
+def test_backward_gemm_auto_takes_mkl_on_intel_only(loops, monkeypatch):
+    if loops != 'cpp loops':
+        assert deform_conv.backward_gemm('auto') is None  # no C++ conv: nothing to choose
+        return
+    from mmdet_dyhead.utils.machine import cpuinfo_field
+    before = deform_conv.backward_gemm()
+    try:
+        intel = cpuinfo_field('vendor_id') == 'GenuineIntel'
+        want = 'mkl' if intel and torch.backends.mkl.is_available() else 'onednn'
+        assert deform_conv.backward_gemm('auto') == want
+        assert deform_conv.backward_gemm() == want  # reading does not change it
+        with pytest.raises(ValueError, match="backward GEMM library must be one of.*'blas'"):
+            deform_conv.backward_gemm('blas')
+        assert deform_conv.backward_gemm() == want
+        # the environment variable, applied when the C++ code loads
+        module = cpu_ext.load()
+        monkeypatch.setenv('MMDET_DYHEAD_BACKWARD_GEMM', 'onednn')
+        cpu_ext.apply_env(module)
+        assert deform_conv.backward_gemm() == 'onednn'
+        monkeypatch.setenv('MMDET_DYHEAD_BACKWARD_GEMM', 'openblas')
+        with pytest.raises(ValueError, match="MMDET_DYHEAD_BACKWARD_GEMM must be.*'openblas'"):
+            cpu_ext.apply_env(module)
+    finally:
+        deform_conv.backward_gemm(before)
+
+
 @pytest.mark.parametrize('wanted', [('x', 'weight'), ('x',), ('offset',), ('mask', 'bias'),
                                     ('weight',)])
 def test_gradients_of_some_inputs_only(wanted):

@@ -31,13 +31,17 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from mmdet_dyhead.models.deform_conv_norm import stride2_size  # noqa: E402
+from mmdet_dyhead.ops.deform_conv import backward_gemm  # noqa: E402
 from mmdet_dyhead.utils.machine import machine_name  # noqa: E402
 from mmdet_dyhead.utils.paths import ROOT  # noqa: E402
 from mmdet_dyhead.utils.report import write_report  # noqa: E402
 from mmdet_dyhead.utils.timing import sync  # noqa: E402
 
 IMPLS = ['mmdet DyHead', 'ours, mmcv kernel', 'ours, torch kernel', 'ours, default',
-         'ours, unfolded', 'ours, with_cp', '4 stacked convs']
+         'ours, oneDNN backward', 'ours, unfolded', 'ours, with_cp', '4 stacked convs']
+# implementations that are the default model with another library for the C++ conv's backward
+# GEMMs (deform_conv.backward_gemm; the default's is 'auto')
+BACKWARD_GEMM = {'ours, oneDNN backward': 'onednn'}
 
 
 def pyramid_sizes(h: int, w: int):
@@ -84,6 +88,7 @@ def build(channels: int, blocks: int, device: str, seed: int = 0):
         'ours, default': from_mmdet_dyhead(ref, dcn_impl='auto', legacy_offsets=False),
         '4 stacked convs': StackedConvs(channels),
     }
+    models['ours, oneDNN backward'] = models['ours, default']  # see BACKWARD_GEMM
     models['ours, with_cp'] = from_mmdet_dyhead(ref, dcn_impl='auto', legacy_offsets=False)
     models['ours, with_cp'].with_cp = True  # each block recomputed in the backward
     # the default without the GroupNorm/resize fold (ops.norm_scale_task): the norms, resizes and
@@ -94,7 +99,8 @@ def build(channels: int, blocks: int, device: str, seed: int = 0):
     return {k: m.to(device) for k, m in models.items()}
 
 
-def run_once(model, feats, backward: bool, device: str, dtype) -> float:
+def run_once(model, feats, backward: bool, device: str, dtype, name: str = '') -> float:
+    backward_gemm(BACKWARD_GEMM.get(name, 'auto'))
     sync(device)
     t0 = time.perf_counter()
     with torch.autocast(device_type=device.split(':')[0], dtype=dtype,
@@ -115,11 +121,11 @@ def time_all(models, feats, repeats: int, device: str, dtype, names) -> dict:
     for backward in (False, True):
         key = 'fwd_bwd' if backward else 'fwd'
         for name in names:  # warm-up
-            run_once(models[name], feats, backward, device, dtype)
+            run_once(models[name], feats, backward, device, dtype, name)
         times = {n: [] for n in names}
         for _ in range(repeats):  # alternate, so machine noise hits all alike
             for name in names:
-                times[name].append(run_once(models[name], feats, backward, device, dtype))
+                times[name].append(run_once(models[name], feats, backward, device, dtype, name))
         for name in names:
             res.setdefault(name, {})[key] = statistics.median(times[name])
     return res
@@ -184,14 +190,14 @@ def measure_peak_memory(name: str, channels: int, blocks: int, batch: int, size,
         sync(device)
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        run_once(model, feats, True, device, torch.float32)
+        run_once(model, feats, True, device, torch.float32, name)
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    run_once(model, feats, True, device, torch.float32)  # one-time costs: kernels, extension
+    run_once(model, feats, True, device, torch.float32, name)  # one-time costs: kernels, extension
     gc.collect()
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')  # reset the peak (VmHWM) to the current RSS
     base = _status_kib('VmRSS')
-    run_once(model, feats, True, device, torch.float32)
+    run_once(model, feats, True, device, torch.float32, name)
     return (_status_kib('VmHWM') - base) / 1024
 
 
@@ -335,6 +341,8 @@ def main(argv=None):
         names = [n for n in names if 'mmcv' not in n and n != 'mmdet DyHead']
     result = dict(machine=machine_name(a.device), device=a.device, dtype=a.dtype, batch=a.batch,
                   channels=a.channels, blocks=a.blocks, sizes={})
+    if a.device == 'cpu' and backward_gemm('auto'):
+        result['backward_gemm'] = backward_gemm()  # the default's library on this machine
     all_sizes = sorted({*a.sizes, *a.plot_sizes},
                        key=lambda s: int(s.split('x')[0]) * int(s.split('x')[1]))
     for s in all_sizes:
@@ -387,12 +395,17 @@ def ratios_table(runs, sizes) -> str:
     return '\n'.join(lines)
 
 
+_LIBRARY_NAMES = {'mkl': 'MKL', 'onednn': 'oneDNN'}
+
+
 def table(r, sizes, names) -> str:
     ref = 'mmdet DyHead' if 'mmdet DyHead' in names else names[0]
     memory = any('peak_mib' in r['sizes'][s] for s in sizes)  # a column only where measured
     lines = [f'{r["channels"]} channels, {r["blocks"]} blocks, batch {r["batch"]}, P3-P7, '
              f'{r["dtype"]}, {r["device"]}: {r["machine"]}. Median of alternating runs; '
-             f'speed-up = {ref} time / this time.', '',
+             f'speed-up = {ref} time / this time.'
+             + (f' The C++ conv\'s backward GEMMs: {_LIBRARY_NAMES[r["backward_gemm"]]}\'s.'
+                if 'backward_gemm' in r else ''), '',
              '| input | implementation | forward | speed-up | fwd+bwd | speed-up |'
              + (' peak memory (fwd+bwd) |' if memory else ''),
              '| --- | --- | --- | --- | --- | --- |' + (' --- |' if memory else '')]

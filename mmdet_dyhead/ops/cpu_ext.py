@@ -2,7 +2,8 @@
 call per direction (deform_sample.cpp), the scale- and task-aware attentions' element-wise pass
 (scale_task.cpp), that pass with the norms and resizes folded in (norm_scale_task.cpp) and its
 small (N, C) math (small_math.cpp), and the channels-last to contiguous copy at the neck's edges
-(layout.cpp), one module built on first use.
+(layout.cpp), one module built on first use. ``$MMDET_DYHEAD_BACKWARD_GEMM`` ('auto', 'onednn'
+or 'mkl') picks the conv's backward GEMM library when it loads (``deform_conv.backward_gemm``).
 
 Built with torch's JIT extension builder (ninja and a C++ compiler, ~20 s once per machine; the
 result is cached under ``$TORCH_EXTENSIONS_DIR`` or ~/.cache/torch_extensions). Without a
@@ -57,11 +58,23 @@ def load():
         # different machines never hands one a build it cannot run
         key = hashlib.sha1(src + ' '.join(CFLAGS).encode() + cpuinfo_field('flags').encode()
                            + torch.__version__.encode()).hexdigest()
-        return build(f'mmdet_dyhead_cpu_{key[:12]}', SOURCES,
-                     extra_cflags=CFLAGS,
-                     extra_ldflags=['-fopenmp'], verbose=False)
+        module = build(f'mmdet_dyhead_cpu_{key[:12]}', SOURCES,
+                       extra_cflags=CFLAGS,
+                       extra_ldflags=['-fopenmp'], verbose=False)
     except Exception as e:  # no compiler, no ninja, ...
         warnings.warn(f'mmdet_dyhead: the C++ sampling loops could not be built ({e!s:.300}); '
                       f'the CPU deformable conv uses its pure-torch loops (same results, slower). '
                       f'Set MMDET_DYHEAD_CPU_EXT=0 to skip the build.')
         return None
+    apply_env(module)
+    return module
+
+
+def apply_env(module) -> None:
+    """``$MMDET_DYHEAD_BACKWARD_GEMM``, where set, as the built module's backward GEMM library."""
+    library = os.environ.get('MMDET_DYHEAD_BACKWARD_GEMM')
+    if library:
+        if library not in ('auto', 'onednn', 'mkl'):
+            raise ValueError(f"MMDET_DYHEAD_BACKWARD_GEMM must be 'auto', 'onednn' or 'mkl', "
+                             f'got {library!r}')
+        module.backward_gemm(library)

@@ -62,6 +62,23 @@ def _onednn_linear_ok() -> bool:
         return False
 
 
+BACKWARD_GEMMS = ('auto', 'onednn', 'mkl')
+
+
+def backward_gemm(library: Optional[str] = None) -> Optional[str]:
+    """The library of the C++ conv's fp32 backward GEMMs: ``'onednn'``, or ``'mkl'`` (MKL's
+    sgemm, torch.mm's). ``library`` sets it first: ``'auto'`` (the default) takes MKL on Intel
+    CPUs, where it runs these products faster, and oneDNN elsewhere (MKL is slow on AMD CPUs);
+    ``$MMDET_DYHEAD_BACKWARD_GEMM`` sets it when the C++ code loads. None where the C++ code is
+    not built (the torch loops' products are torch's own)."""
+    if library is not None and library not in BACKWARD_GEMMS:
+        raise ValueError(f'backward GEMM library must be one of {BACKWARD_GEMMS}, got {library!r}')
+    ext = cpu_ext.load() if USE_CPU_EXT else None
+    if ext is None:
+        return None
+    return ext.backward_gemm(library or '')
+
+
 def _linear(a: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """a (M, K) @ w (N, K).T (+ bias): oneDNN for fp32 and bf16 on CPU, else torch.mm. Strided
     views (transposes) are read in place by both."""

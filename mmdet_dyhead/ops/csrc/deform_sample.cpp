@@ -12,9 +12,11 @@
 // derivatives come from its position in the loop, read from the inputs, offsets and masks
 // where they lie (inputs channels-last; offsets and masks in any layout).
 //
-// The loops read each corner row once and write nothing but the result. The GEMMs are oneDNN's
-// (the library torch's convs use; torch.mm's MKL runs at under half its rate on some AMD CPUs),
-// writing into the output and adding into the weight gradient without a copy or a second pass.
+// The loops read each corner row once and write nothing but the result. The GEMMs write into the
+// output and add into the weight gradient without a copy or a second pass. The forward's are
+// oneDNN's (the library torch's convs use; torch.mm's MKL runs at under half its rate on some
+// AMD CPUs); the backward's are MKL's on Intel CPUs, where it runs their shapes faster (see
+// BackwardGemm), and oneDNN's elsewhere.
 //
 // Types: T is the data's (inputs, columns), A the arithmetic's (positions, weights, input
 // gradients, every blend and sum). fp32 and fp64 compute in their own type; bf16 data (CPU
@@ -27,9 +29,11 @@
 #include "dtypes.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -533,11 +537,41 @@ bool onednn_ok() {
   return ok;
 }
 
+// The library of the backward's fp32 GEMMs (the columns' gradient, an inner dimension of C_out;
+// the weight gradient's, an inner dimension of a chunk's rows). On Intel CPUs MKL's sgemm
+// (torch.mm's) ran these shapes 4-8% faster than oneDNN's matmul, and the whole backward with
+// it (docs/speed.md); on AMD CPUs MKL picks slow kernels, so "auto" takes oneDNN there.
+enum class Blas { kOneDnn, kMkl };
+
+Blas auto_blas() {
+  return __builtin_cpu_is("intel") && at::hasMKL() ? Blas::kMkl : Blas::kOneDnn;
+}
+
+std::atomic<int>& backward_blas() {
+  static std::atomic<int> blas{static_cast<int>(auto_blas())};
+  return blas;
+}
+
+// backward_gemm("auto" | "onednn" | "mkl") sets the backward's library; "" only reads it.
+// Returns the library in use ("onednn" or "mkl") after the call.
+std::string backward_gemm(const std::string& name) {
+  if (!name.empty()) {
+    TORCH_CHECK(name == "auto" || name == "onednn" || name == "mkl",
+                "backward GEMM library must be 'auto', 'onednn' or 'mkl', got '", name, "'");
+    TORCH_CHECK(name != "mkl" || at::hasMKL(), "this torch build has no MKL");
+    const Blas b = name == "auto" ? auto_blas() : name == "mkl" ? Blas::kMkl : Blas::kOneDnn;
+    backward_blas() = static_cast<int>(b);
+  }
+  return backward_blas() == static_cast<int>(Blas::kMkl) ? "mkl" : "onednn";
+}
+
 // out = a @ b, or out += a @ b (add), in place; out may be of a wider type than a and b (a bf16
-// product summed into fp32)
-void gemm(const at::Tensor& a, const at::Tensor& b, at::Tensor out, bool add) {
+// product summed into fp32). fp32 goes to oneDNN unless blas says MKL (at::mm's BLAS).
+void gemm(const at::Tensor& a, const at::Tensor& b, at::Tensor out, bool add,
+          Blas blas = Blas::kOneDnn) {
   RECORD_FUNCTION("mmdet_dyhead::gemm", std::vector<c10::IValue>());
-  if (out.scalar_type() == at::kFloat && a.scalar_type() == at::kFloat && onednn_ok()) {
+  if (out.scalar_type() == at::kFloat && a.scalar_type() == at::kFloat &&
+      blas == Blas::kOneDnn && onednn_ok()) {
     at::native::mkldnn_matmul(a, b, out, add ? 1.0f : 0.0f, 1.0f);
   } else if (out.scalar_type() != a.scalar_type()) {
     if (add) out.add_(at::mm(a, b));
@@ -769,6 +803,7 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
       seen[i].assign(slices * xs[i].size(0) * xs[i].size(2) * xs[i].size(3), 0);
   onednn_ok();  // its one-time check runs torch ops: here, not inside the threads below
   const bool need_dots = need_off || need_mask;
+  const Blas blas = static_cast<Blas>(backward_blas().load());
   dispatch(pb.dtype, [&](auto* t, auto* a) {
     using T = std::remove_pointer_t<decltype(t)>;
     using A = std::remove_pointer_t<decltype(a)>;
@@ -813,7 +848,7 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
           for (int64_t j = 0; j < chunks.count; ++j) {
             const int64_t r0 = chunks.start(j), r1 = chunks.start(j + 1), m = r1 - r0;
             const at::Tensor go_chunk = go.narrow(0, r0, m);
-            gemm(go_chunk, ws, gcols.narrow(0, 0, m), false);  // d loss / d this slice's columns
+            gemm(go_chunk, ws, gcols.narrow(0, 0, m), false, blas);  // d loss / d its columns
             slice_fn(ins, pb.cf, zeros.data(), r0, r1, ptr<T>(gcols),
                      need_w ? ptr<T>(cols) : nullptr, s, c0, cw,
                      need_dots ? partial.data() + (s * rows + r0) * K * 3 : nullptr,
@@ -821,10 +856,10 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
             if (need_w) {
               const at::Tensor a = go_chunk.t(), b = cols.narrow(0, 0, m);
               const int64_t added = std::min(done, cout);
-              if (added > 0) gemm(a.narrow(0, 0, added), b, gw.narrow(0, 0, added), true);
+              if (added > 0) gemm(a.narrow(0, 0, added), b, gw.narrow(0, 0, added), true, blas);
               if (added < cout)
                 gemm(a.narrow(0, added, cout - added), b, gw.narrow(0, added, cout - added),
-                     false);
+                     false, blas);
               done = std::max(done, cout);
             }
           }
@@ -878,4 +913,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "modulated deformable conv over several inputs: output rows of each group");
   m.def("backward_levels", &backward_levels,
         "gradients of forward_levels: weight matrix, inputs, offsets, masks");
+  m.def("backward_gemm", &backward_gemm,
+        "the backward's fp32 GEMM library: set ('auto', 'onednn', 'mkl') or read ('')");
 }

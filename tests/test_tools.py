@@ -183,7 +183,7 @@ def test_saved_speed_tables_are_what_the_saved_benchmarks_say(tmp_path, src, sav
         for run in ['run2', 'run3', 'run4', 'eb2437d_bench', 'eb2437d_run2', 'eb2437d_run3',
                     'eb2437d_run4', 'eb2437d_run5', '4747ab5_bench', '4747ab5_run2',
                     '4747ab5_run3', '3ab460d_bench', '3ab460d_run2', '3ab460d_run3']],
-    [f'docs/bench_ratio_runs/xeon_run{i}/results.json' for i in range(1, 18)]], ids=['epyc', 'xeon'])
+    [f'docs/bench_ratio_runs/xeon_run{i}/results.json' for i in range(1, 21)]], ids=['epyc', 'xeon'])
 def test_speed_doc_ratio_runs_are_what_the_saved_runs_say(paths):
     """docs/speed.md's runs side by side are `benchmark_neck.py --ratios` of the saved runs."""
     out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--ratios', *paths],
@@ -360,11 +360,12 @@ def _xeon_runs(*numbers) -> list:
 
 
 def test_readme_xeon_sentence_is_what_the_saved_runs_say():
-    """The README's Xeon ranges are the min and max over the runs of the session's last code,
-    docs/bench_ratio_runs/xeon_run5 to 17, and every Xeon run and the Xeon bf16 run ran on a Xeon."""
+    """The README's Xeon ranges are the min and max over the runs since f976683,
+    docs/bench_ratio_runs/xeon_run5 to 20, and every Xeon run and the Xeon bf16 run ran on a Xeon;
+    the last three runs' figures and the side-by-side run's are theirs."""
     with open(osp.join(ROOT, 'docs/bench_bf16_runs/xeon/results.json')) as f:
-        assert all('Intel(R) Xeon(R)' in r['machine'] for r in _xeon_runs(*range(1, 18)) + [json.load(f)])
-    runs = _xeon_runs(*range(5, 18))
+        assert all('Intel(R) Xeon(R)' in r['machine'] for r in _xeon_runs(*range(1, 21)) + [json.load(f)])
+    runs = _xeon_runs(*range(5, 21))
 
     def span(values):
         return f'{min(values):.2f}-{max(values):.2f}x'
@@ -373,12 +374,23 @@ def test_readme_xeon_sentence_is_what_the_saved_runs_say():
     with open(osp.join(ROOT, 'README.md')) as f:
         readme = ' '.join(f.read().split())
     assert (f'forward+backward takes {fb["512x512"]} the stacked convs at 512x512 and '
-            f'{fb["800x1333"]} at 800x1333, and the ATSS iteration {atss} (thirteen runs at') in readme
-    last = runs[-4:]  # the runs of the last stop's code (14 to 17)
+            f'{fb["800x1333"]} at 800x1333, and the ATSS iteration {atss} (sixteen runs at') in readme
+    last = runs[-3:]  # the runs of 33a0040 (18 to 20)
+    assert all(r['backward_gemm'] == 'mkl' for r in last)
     atss_last = [f'{r["atss"]["ratio"]:.2f}x' for r in last]
     fb_last = span([_ratio(r, '512x512', 'fwd_bwd') for r in last])
+    fb_last_800 = span([_ratio(r, '800x1333', 'fwd_bwd') for r in last])
     assert (f'gave {", ".join(atss_last[:-1])} and {atss_last[-1]} for the ATSS iteration and '
-            f'{fb_last} forward+backward at 512x512') in readme
+            f'{fb_last} forward+backward at 512x512 ({fb_last_800} at 800x1333)') in readme
+    with open(osp.join(ROOT, 'docs/bench_backward_gemm/xeon/results.json')) as f:
+        side = json.load(f)
+    t = side['sizes']['512x512']['time']
+    mkl, onednn = (t[n]['fwd_bwd'] / t['4 stacked convs']['fwd_bwd']
+                   for n in ('ours, default', 'ours, oneDNN backward'))
+    assert side['backward_gemm'] == 'mkl'
+    assert f'side in one run, {mkl:.2f}x against {onednn:.2f}x with oneDNN\'s backward' in readme
+    fwd_last = span([_ratio(r, s, 'fwd') for r in last for s in ('512x512', '800x1333')])
+    assert f'The forward there still takes {fwd_last}' in readme
 
 
 def test_plain_conv_rates_in_the_docs_are_what_the_saved_runs_say():
@@ -405,8 +417,8 @@ def test_plain_conv_rates_in_the_docs_are_what_the_saved_runs_say():
 
 
 def test_speed_doc_xeon_targets_are_what_the_saved_runs_say():
-    """docs/speed.md's table of the targets on the Xeon quotes runs 5 to 17 and the eleven eval runs."""
-    runs = _xeon_runs(*range(5, 18))
+    """docs/speed.md's table of the targets on the Xeon quotes runs 5 to 20 and the twelve eval runs."""
+    runs = _xeon_runs(*range(5, 21))
 
     def two(size, part):
         return ', '.join(f'{_ratio(r, size, part):.2f}x' for r in runs)
@@ -414,7 +426,8 @@ def test_speed_doc_xeon_targets_are_what_the_saved_runs_say():
              f'512x512: {two("512x512", "fwd_bwd")}; 800x1333: {two("800x1333", "fwd_bwd")}',
              ', '.join(f'{r["atss"]["ratio"]:.2f}x' for r in runs)]
     for name in ('xeon', 'xeon_run2', 'xeon_run3', 'xeon_run4', 'xeon_run5', 'xeon_run6',
-                 'xeon_run7', 'xeon_run8', 'xeon_run9', 'xeon_run10', 'xeon_run11'):
+                 'xeon_run7', 'xeon_run8', 'xeon_run9', 'xeon_run10', 'xeon_run11',
+                 'xeon_run12'):
         with open(osp.join(ROOT, f'docs/bench_eval/{name}/results.json')) as f:
             t = json.load(f)['sizes']['800x1333']['time']
         ours, convs = t['ours, default']['fwd'], t['4 stacked convs']['fwd']

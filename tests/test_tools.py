@@ -183,7 +183,7 @@ def test_saved_speed_tables_are_what_the_saved_benchmarks_say(tmp_path, src, sav
         for run in ['run2', 'run3', 'run4', 'eb2437d_bench', 'eb2437d_run2', 'eb2437d_run3',
                     'eb2437d_run4', 'eb2437d_run5', '4747ab5_bench', '4747ab5_run2',
                     '4747ab5_run3', '3ab460d_bench', '3ab460d_run2', '3ab460d_run3']],
-    [f'docs/bench_ratio_runs/xeon_run{i}/results.json' for i in range(1, 21)]], ids=['epyc', 'xeon'])
+    [f'docs/bench_ratio_runs/xeon_run{i}/results.json' for i in range(1, 22)]], ids=['epyc', 'xeon'])
 def test_speed_doc_ratio_runs_are_what_the_saved_runs_say(paths):
     """docs/speed.md's runs side by side are `benchmark_neck.py --ratios` of the saved runs."""
     out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--ratios', *paths],
@@ -361,11 +361,11 @@ def _xeon_runs(*numbers) -> list:
 
 def test_readme_xeon_sentence_is_what_the_saved_runs_say():
     """The README's Xeon ranges are the min and max over the runs since f976683,
-    docs/bench_ratio_runs/xeon_run5 to 20, and every Xeon run and the Xeon bf16 run ran on a Xeon;
-    the last three runs' figures and the side-by-side run's are theirs."""
+    docs/bench_ratio_runs/xeon_run5 to 21, and every Xeon run and the Xeon bf16 run ran on a Xeon;
+    the last four runs' figures and the side-by-side run's are theirs."""
     with open(osp.join(ROOT, 'docs/bench_bf16_runs/xeon/results.json')) as f:
-        assert all('Intel(R) Xeon(R)' in r['machine'] for r in _xeon_runs(*range(1, 21)) + [json.load(f)])
-    runs = _xeon_runs(*range(5, 21))
+        assert all('Intel(R) Xeon(R)' in r['machine'] for r in _xeon_runs(*range(1, 22)) + [json.load(f)])
+    runs = _xeon_runs(*range(5, 22))
 
     def span(values):
         return f'{min(values):.2f}-{max(values):.2f}x'
@@ -374,8 +374,8 @@ def test_readme_xeon_sentence_is_what_the_saved_runs_say():
     with open(osp.join(ROOT, 'README.md')) as f:
         readme = ' '.join(f.read().split())
     assert (f'forward+backward takes {fb["512x512"]} the stacked convs at 512x512 and '
-            f'{fb["800x1333"]} at 800x1333, and the ATSS iteration {atss} (sixteen runs at') in readme
-    last = runs[-3:]  # the runs of 33a0040 (18 to 20)
+            f'{fb["800x1333"]} at 800x1333, and the ATSS iteration {atss} (seventeen runs at') in readme
+    last = runs[-4:]  # the runs of 33a0040 (18 to 21)
     assert all(r['backward_gemm'] == 'mkl' for r in last)
     atss_last = [f'{r["atss"]["ratio"]:.2f}x' for r in last]
     fb_last = span([_ratio(r, '512x512', 'fwd_bwd') for r in last])
@@ -417,8 +417,8 @@ def test_plain_conv_rates_in_the_docs_are_what_the_saved_runs_say():
 
 
 def test_speed_doc_xeon_targets_are_what_the_saved_runs_say():
-    """docs/speed.md's table of the targets on the Xeon quotes runs 5 to 20 and the twelve eval runs."""
-    runs = _xeon_runs(*range(5, 21))
+    """docs/speed.md's table of the targets on the Xeon quotes runs 5 to 21 and the twelve eval runs."""
+    runs = _xeon_runs(*range(5, 22))
 
     def two(size, part):
         return ', '.join(f'{_ratio(r, size, part):.2f}x' for r in runs)
@@ -437,6 +437,28 @@ def test_speed_doc_xeon_targets_are_what_the_saved_runs_say():
         doc = f.read()
     for cell in cells:
         assert cell in doc, cell
+
+
+@pytest.mark.cpu_only
+def test_benchmark_runs_the_onednn_backward_implementation_with_onednn():
+    """'ours, oneDNN backward' is the default model with oneDNN's backward GEMMs; every other
+    implementation keeps the process's library, which is restored afterwards."""
+    import torch
+
+    from mmdet_dyhead.ops.deform_conv import backward_gemm
+    tool = _tool('benchmark_neck')
+    before = backward_gemm()
+    if before is None:
+        pytest.skip('the C++ conv is not built')
+    try:
+        backward_gemm('mkl' if torch.backends.mkl.is_available() else 'onednn')
+        with tool.backward_gemm_of('ours, oneDNN backward'):
+            assert backward_gemm() == 'onednn'
+        assert backward_gemm() == ('mkl' if torch.backends.mkl.is_available() else 'onednn')
+        with tool.backward_gemm_of('ours, default'):
+            assert backward_gemm() == ('mkl' if torch.backends.mkl.is_available() else 'onednn')
+    finally:
+        backward_gemm(before)
 
 
 def test_benchmark_layout_times_both_copies_of_every_level(capsys):

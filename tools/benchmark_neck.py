@@ -15,6 +15,7 @@ Runs alternate between implementations inside one process (medians of --repeats)
 measured in a fresh process per implementation. Writes table.md, results.json and time_vs_size.png.
 """
 import argparse
+import contextlib
 import json
 import os
 import os.path as osp
@@ -99,21 +100,36 @@ def build(channels: int, blocks: int, device: str, seed: int = 0):
     return {k: m.to(device) for k, m in models.items()}
 
 
+@contextlib.contextmanager
+def backward_gemm_of(name: str):
+    """Within: the backward GEMM library of implementation ``name`` (BACKWARD_GEMM), or the
+    process's own (auto, or $MMDET_DYHEAD_BACKWARD_GEMM) for the others."""
+    library = BACKWARD_GEMM.get(name)
+    before = backward_gemm() if library else None
+    if before:
+        backward_gemm(library)
+    try:
+        yield
+    finally:
+        if before:
+            backward_gemm(before)
+
+
 def run_once(model, feats, backward: bool, device: str, dtype, name: str = '') -> float:
-    backward_gemm(BACKWARD_GEMM.get(name, 'auto'))
-    sync(device)
-    t0 = time.perf_counter()
-    with torch.autocast(device_type=device.split(':')[0], dtype=dtype,
-                        enabled=dtype != torch.float32):
-        if backward:
-            xs = [f.detach().requires_grad_() for f in feats]
-            out = model(xs)
-            sum(o.float().sum() for o in out).backward()
-        else:
-            with torch.no_grad():
-                model(feats)
-    sync(device)
-    return time.perf_counter() - t0
+    with backward_gemm_of(name):
+        sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device_type=device.split(':')[0], dtype=dtype,
+                            enabled=dtype != torch.float32):
+            if backward:
+                xs = [f.detach().requires_grad_() for f in feats]
+                out = model(xs)
+                sum(o.float().sum() for o in out).backward()
+            else:
+                with torch.no_grad():
+                    model(feats)
+        sync(device)
+        return time.perf_counter() - t0
 
 
 def time_all(models, feats, repeats: int, device: str, dtype, names) -> dict:
@@ -341,8 +357,8 @@ def main(argv=None):
         names = [n for n in names if 'mmcv' not in n and n != 'mmdet DyHead']
     result = dict(machine=machine_name(a.device), device=a.device, dtype=a.dtype, batch=a.batch,
                   channels=a.channels, blocks=a.blocks, sizes={})
-    if a.device == 'cpu' and backward_gemm('auto'):
-        result['backward_gemm'] = backward_gemm()  # the default's library on this machine
+    if a.device == 'cpu' and backward_gemm():
+        result['backward_gemm'] = backward_gemm()  # the default's library in this run
     all_sizes = sorted({*a.sizes, *a.plot_sizes},
                        key=lambda s: int(s.split('x')[0]) * int(s.split('x')[1]))
     for s in all_sizes:

@@ -16,7 +16,7 @@
 // output and add into the weight gradient without a copy or a second pass. The forward's are
 // oneDNN's (the library torch's convs use; torch.mm's MKL runs at under half its rate on some
 // AMD CPUs); the backward's are MKL's on Intel CPUs, where it runs their shapes faster (see
-// BackwardGemm), and oneDNN's elsewhere.
+// backward_gemm below), and oneDNN's elsewhere.
 //
 // Types: T is the data's (inputs, columns), A the arithmetic's (positions, weights, input
 // gradients, every blend and sum). fp32 and fp64 compute in their own type; bf16 data (CPU
@@ -538,9 +538,10 @@ bool onednn_ok() {
 }
 
 // The library of the backward's fp32 GEMMs (the columns' gradient, an inner dimension of C_out;
-// the weight gradient's, an inner dimension of a chunk's rows). On Intel CPUs MKL's sgemm
-// (torch.mm's) ran these shapes 4-8% faster than oneDNN's matmul, and the whole backward with
-// it (docs/speed.md); on AMD CPUs MKL picks slow kernels, so "auto" takes oneDNN there.
+// the weight gradient's, an inner dimension of a chunk's rows). On an Intel Xeon MKL's sgemm
+// (torch.mm's) ran these shapes 7-11% faster than oneDNN's matmul, and a 512x512 forward+backward
+// took 0.94x the time with it (docs/speed.md); on AMD CPUs MKL picks slow kernels, so "auto"
+// takes oneDNN there.
 enum class Blas { kOneDnn, kMkl };
 
 Blas auto_blas() {

@@ -12,7 +12,7 @@ WORK=${WORK:-work_dirs/demo}
 start=$(date +%s)
 # (re)generated only if missing or of an older format (the same images and boxes, masks added)
 $PY -m mmdet_dyhead.demo_data --out data/shapes --if-needed
-echo "[demo] training $CONFIG (progress every 10 iterations; about 10 minutes on 2 CPU cores)"
+echo "[demo] training $CONFIG (progress every 10 iterations; 10 to 15 minutes on 2 CPU cores)"
 $PY tools/train.py "$CONFIG" --work-dir "$WORK"
 CKPT=$(cat "$WORK/last_checkpoint")
 echo "[demo] evaluating $CKPT on the val split"

@@ -545,7 +545,11 @@ bool onednn_ok() {
 enum class Blas { kOneDnn, kMkl };
 
 Blas auto_blas() {
+#if defined(__x86_64__) || defined(__i386__)
   return __builtin_cpu_is("intel") && at::hasMKL() ? Blas::kMkl : Blas::kOneDnn;
+#else
+  return Blas::kOneDnn;
+#endif
 }
 
 std::atomic<int>& backward_blas() {

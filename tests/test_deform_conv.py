@@ -223,9 +223,9 @@ def test_onednn_gemm_equals_torch_mm():
 
 
 def _gemm_ops_in_backward(library: str, stride: int) -> set:
-    """The torch ops the C++ conv's backward records under its GEMM ranges, with ``library``;
-    its float32 gradients checked against mmcv's on the way (several chunks, 48 channels: two
-    channel slices on two threads)."""
+    """The torch.mm ops the profiler records in the C++ conv's backward with ``library`` (which
+    has its GEMM ranges); its float32 gradients checked against mmcv's on the way (several
+    chunks, 48 channels: two channel slices on two threads)."""
     from torch.profiler import ProfilerActivity, profile
     assert deform_conv.backward_gemm(library) == library
     tensors = _case(2, 48, 8, 13, 11, stride, 2.0, bias=False, dtype=torch.float32)
@@ -462,7 +462,6 @@ def test_tap_major_weight_is_the_gemm_matrix_without_a_copy():
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-
 
 
 def test_eager_calls_skip_the_registered_op_with_the_same_bits(monkeypatch):

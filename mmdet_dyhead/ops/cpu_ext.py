@@ -25,6 +25,9 @@ HEADERS = [osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', name)  # in the 
            for name in ('dtypes.h', 'dynamic_relu.h')]
 
 
+# the libraries the conv's fp32 backward GEMMs can take (deform_conv.backward_gemm)
+BACKWARD_GEMMS = ('auto', 'onednn', 'mkl')
+
 # -mprefer-vector-width=512: GCC's tuning for AVX-512 CPUs keeps its vectorised loops at 256 bits
 CFLAGS = ['-O3', '-fopenmp', '-march=native', '-mprefer-vector-width=512']
 
@@ -74,7 +77,7 @@ def apply_env(module) -> None:
     """``$MMDET_DYHEAD_BACKWARD_GEMM``, where set, as the built module's backward GEMM library."""
     library = os.environ.get('MMDET_DYHEAD_BACKWARD_GEMM')
     if library:
-        if library not in ('auto', 'onednn', 'mkl'):
-            raise ValueError(f"MMDET_DYHEAD_BACKWARD_GEMM must be 'auto', 'onednn' or 'mkl', "
+        if library not in BACKWARD_GEMMS:
+            raise ValueError(f'MMDET_DYHEAD_BACKWARD_GEMM must be one of {BACKWARD_GEMMS}, '
                              f'got {library!r}')
         module.backward_gemm(library)

@@ -62,17 +62,15 @@ def _onednn_linear_ok() -> bool:
         return False
 
 
-BACKWARD_GEMMS = ('auto', 'onednn', 'mkl')
-
-
 def backward_gemm(library: Optional[str] = None) -> Optional[str]:
     """The library of the C++ conv's fp32 backward GEMMs: ``'onednn'``, or ``'mkl'`` (MKL's
     sgemm, torch.mm's). ``library`` sets it first: ``'auto'`` (the default) takes MKL on Intel
     CPUs, where it runs these products faster, and oneDNN elsewhere (MKL is slow on AMD CPUs);
     ``$MMDET_DYHEAD_BACKWARD_GEMM`` sets it when the C++ code loads. None where the C++ code is
     not built (the torch loops' products are torch's own)."""
-    if library is not None and library not in BACKWARD_GEMMS:
-        raise ValueError(f'backward GEMM library must be one of {BACKWARD_GEMMS}, got {library!r}')
+    if library is not None and library not in cpu_ext.BACKWARD_GEMMS:
+        raise ValueError(f'backward GEMM library must be one of {cpu_ext.BACKWARD_GEMMS}, '
+                         f'got {library!r}')
     ext = cpu_ext.load() if USE_CPU_EXT else None
     if ext is None:
         return None

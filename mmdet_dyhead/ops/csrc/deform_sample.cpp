@@ -552,8 +552,8 @@ Blas auto_blas() {
 #endif
 }
 
-std::atomic<int>& backward_blas() {
-  static std::atomic<int> blas{static_cast<int>(auto_blas())};
+std::atomic<Blas>& backward_blas() {
+  static std::atomic<Blas> blas{auto_blas()};
   return blas;
 }
 
@@ -564,10 +564,9 @@ std::string backward_gemm(const std::string& name) {
     TORCH_CHECK(name == "auto" || name == "onednn" || name == "mkl",
                 "backward GEMM library must be 'auto', 'onednn' or 'mkl', got '", name, "'");
     TORCH_CHECK(name != "mkl" || at::hasMKL(), "this torch build has no MKL");
-    const Blas b = name == "auto" ? auto_blas() : name == "mkl" ? Blas::kMkl : Blas::kOneDnn;
-    backward_blas() = static_cast<int>(b);
+    backward_blas() = name == "auto" ? auto_blas() : name == "mkl" ? Blas::kMkl : Blas::kOneDnn;
   }
-  return backward_blas() == static_cast<int>(Blas::kMkl) ? "mkl" : "onednn";
+  return backward_blas() == Blas::kMkl ? "mkl" : "onednn";
 }
 
 // out = a @ b, or out += a @ b (add), in place; out may be of a wider type than a and b (a bf16
@@ -808,7 +807,7 @@ std::vector<at::Tensor> backward_levels(const std::vector<at::Tensor>& grads,
       seen[i].assign(slices * xs[i].size(0) * xs[i].size(2) * xs[i].size(3), 0);
   onednn_ok();  // its one-time check runs torch ops: here, not inside the threads below
   const bool need_dots = need_off || need_mask;
-  const Blas blas = static_cast<Blas>(backward_blas().load());
+  const Blas blas = backward_blas();
   dispatch(pb.dtype, [&](auto* t, auto* a) {
     using T = std::remove_pointer_t<decltype(t)>;
     using A = std::remove_pointer_t<decltype(a)>;

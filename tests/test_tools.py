@@ -195,6 +195,49 @@ def test_speed_doc_ratio_runs_are_what_the_saved_runs_say(paths):
         assert table in f.read()
 
 
+ALLOCATOR_RUNS = ['xeon_glibc_defaults', 'xeon_keep_memory', 'xeon_glibc_defaults_run2',
+                  'xeon_keep_memory_run2', 'xeon_eval_glibc_defaults', 'xeon_eval_keep_memory']
+
+
+def test_allocator_runs_in_the_docs_are_what_the_saved_runs_say():
+    """docs/speed.md's allocator table is `--ratios` of the saved pairs, each run records how it
+    allocated, and the README's figures (faults, time ratios, forward ratios) are the JSON's."""
+    paths = [f'docs/bench_allocator/{run}/results.json' for run in ALLOCATOR_RUNS]
+    out = subprocess.run([sys.executable, 'tools/benchmark_neck.py', '--sizes', '800x1333',
+                          '--ratios', *paths], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with open(osp.join(ROOT, 'docs/speed.md')) as f:
+        assert out.stdout.strip() in f.read()
+    runs = {}
+    for run, path in zip(ALLOCATOR_RUNS, paths):
+        with open(osp.join(ROOT, path)) as f:
+            runs[run] = json.load(f)
+        kept = 'keep_memory' in run
+        assert runs[run]['allocator'].startswith('GLIBC_TUNABLES=') == kept
+    t = {run: r['sizes']['800x1333']['time'] for run, r in runs.items()}
+    ours, convs = 'ours, default', '4 stacked convs'
+
+    def ratio(run, key):
+        return f'{t[run][ours][key] / t[run][convs][key]:.2f}x'
+
+    faults = runs['xeon_glibc_defaults']['sizes']['800x1333']['page_faults']
+    kept_time = [f'{t[k][ours]["fwd_bwd"] / t[d][ours]["fwd_bwd"]:.2f}x' for d, k in
+                 [('xeon_glibc_defaults', 'xeon_keep_memory'),
+                  ('xeon_glibc_defaults_run2', 'xeon_keep_memory_run2')]]
+    fwd_bwd = sorted(ratio(run, 'fwd_bwd') for run in ALLOCATOR_RUNS[:4])
+    with open(osp.join(ROOT, 'README.md')) as f:
+        readme = ' '.join(f.read().split())
+    assert (f'{faults[convs]["fwd"] / 1000:.0f} against {faults[ours]["fwd"] / 1000:.0f} '
+            'thousand per forward') in readme
+    assert (f'took {kept_time[0]} and {kept_time[1]} the time in two pairs of runs') in readme
+    assert (f'from {ratio("xeon_glibc_defaults", "fwd")} and '
+            f'{ratio("xeon_glibc_defaults_run2", "fwd")} to {ratio("xeon_keep_memory", "fwd")} '
+            f'and {ratio("xeon_keep_memory_run2", "fwd")} (batch 1: '
+            f'{ratio("xeon_eval_glibc_defaults", "fwd")} to '
+            f'{ratio("xeon_eval_keep_memory", "fwd")})') in readme
+    assert f'forward+backward stayed at {fwd_bwd[0][:-1]}-{fwd_bwd[-1]}' in readme
+
+
 def test_ratios_table_divides_ours_by_the_stacked_convs():
     r = {'sizes': {'64x64': {'time': {'ours, default': {'fwd': 3.0, 'fwd_bwd': 9.0},
                                       '4 stacked convs': {'fwd': 2.0, 'fwd_bwd': 6.0}}}},
@@ -437,6 +480,63 @@ def test_speed_doc_xeon_targets_are_what_the_saved_runs_say():
         doc = f.read()
     for cell in cells:
         assert cell in doc, cell
+
+
+class _TouchesFreshPages:
+    """A 'model' whose every call maps 16 MiB anew and writes one byte per page (mmap: whatever
+    the allocator)."""
+
+    def __init__(self, pages: int):
+        self.pages = pages
+
+    def __call__(self, xs):
+        import mmap
+        m = mmap.mmap(-1, self.pages * mmap.PAGESIZE)
+        for i in range(self.pages):
+            m[i * mmap.PAGESIZE] = 1
+        m.close()
+        return [x.sum() for x in xs]
+
+
+def test_benchmark_counts_each_calls_page_faults():
+    """time_all's fault counts are per call and per implementation: the model that touches 4096
+    fresh pages per call shows at least that many, forward and forward+backward, and the one that
+    touches none far fewer."""
+    import torch
+    tool = _tool('benchmark_neck')
+    models = {'touches': _TouchesFreshPages(4096), 'none': lambda xs: [x.sum() for x in xs]}
+    faults = {}
+    times = tool.time_all(models, [torch.ones(2, 3)], 3, 'cpu', torch.float32,
+                          ['touches', 'none'], faults)
+    assert set(times) == set(faults) == {'touches', 'none'}
+    for key in ('fwd', 'fwd_bwd'):
+        assert faults['touches'][key] >= 4096
+        assert faults['none'][key] < 1000
+
+
+def test_benchmark_records_the_allocator_and_shows_it(monkeypatch):
+    """The allocator's settings go into results.json and the table's caption, and the page faults
+    into a sentence under the table; runs saved before either was recorded redraw as they were."""
+    tool = _tool('benchmark_neck')
+    for k in tool.ALLOCATOR_ENV:
+        monkeypatch.delenv(k, raising=False)
+    assert tool.allocator() == "glibc's defaults"
+    monkeypatch.setenv('GLIBC_TUNABLES', 'glibc.malloc.trim_threshold=1')
+    assert tool.allocator() == 'GLIBC_TUNABLES=glibc.malloc.trim_threshold=1'
+    r = {'channels': 8, 'blocks': 1, 'batch': 1, 'dtype': 'torch.float32', 'device': 'cpu',
+         'machine': 'm', 'allocator': tool.allocator(),
+         'sizes': {'8x8': {'time': {'a': {'fwd': 1.0, 'fwd_bwd': 2.0},
+                                    'b': {'fwd': 1.0, 'fwd_bwd': 2.0}},
+                           'page_faults': {'a': {'fwd': 12.0, 'fwd_bwd': 34.5},
+                                           'b': {'fwd': 0.0, 'fwd_bwd': 7.0}}}},
+         'dcn_gflops': {'matmul (oneDNN)': 100.0}}
+    md = tool.table(r, ['8x8'], ['a', 'b'])
+    assert 'Allocator: GLIBC_TUNABLES=glibc.malloc.trim_threshold=1.' in md
+    assert ('Minor page faults per call at 8x8 (median; forward, forward+backward): a 12, 34, '
+            'b 0, 7.') in md
+    del r['allocator'], r['sizes']['8x8']['page_faults']
+    md = tool.table(r, ['8x8'], ['a', 'b'])
+    assert 'Allocator' not in md and 'page faults' not in md
 
 
 @pytest.mark.cpu_only

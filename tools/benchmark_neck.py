@@ -12,7 +12,10 @@ converted with mmdet_dyhead.converters.from_mmdet_dyhead):
                           shared columns, the kernel 'auto' picks for the device
   4 stacked convs         what DyHead replaces in ATSS: 2 x 4 conv3x3-GN-ReLU per level
 Runs alternate between implementations inside one process (medians of --repeats); peak memory is
-measured in a fresh process per implementation. Writes table.md, results.json and time_vs_size.png.
+measured in a fresh process per implementation. On a CPU each call's minor page faults are counted
+too, and the allocator's settings ($GLIBC_TUNABLES, $LD_PRELOAD, $MALLOC_CONF) are recorded: they
+move the implementations' times by different amounts (docs/speed.md). Writes table.md,
+results.json and time_vs_size.png.
 """
 import argparse
 import contextlib
@@ -20,6 +23,7 @@ import json
 import os
 import os.path as osp
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -132,19 +136,44 @@ def run_once(model, feats, backward: bool, device: str, dtype, name: str = '') -
         return time.perf_counter() - t0
 
 
-def time_all(models, feats, repeats: int, device: str, dtype, names) -> dict:
+def minor_faults() -> int:
+    """This process's minor page faults so far (first touches of freshly mapped memory)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_all(models, feats, repeats: int, device: str, dtype, names,
+             faults: dict = None) -> dict:
+    """Median seconds per call, {name: {'fwd': s, 'fwd_bwd': s}}; ``faults``, if given, gets the
+    median minor page faults per call in the same shape."""
     res = {}
     for backward in (False, True):
         key = 'fwd_bwd' if backward else 'fwd'
         for name in names:  # warm-up
             run_once(models[name], feats, backward, device, dtype, name)
         times = {n: [] for n in names}
+        counts = {n: [] for n in names}
         for _ in range(repeats):  # alternate, so machine noise hits all alike
             for name in names:
+                before = minor_faults()
                 times[name].append(run_once(models[name], feats, backward, device, dtype, name))
+                counts[name].append(minor_faults() - before)
         for name in names:
             res.setdefault(name, {})[key] = statistics.median(times[name])
+            if faults is not None:
+                faults.setdefault(name, {})[key] = statistics.median(counts[name])
     return res
+
+
+# environment variables that change how freed memory goes back to the system: with glibc's
+# defaults, large blocks are unmapped when freed and every call pays page faults to touch them
+# again (docs/speed.md: the stacked convs far more than DynamicHead)
+ALLOCATOR_ENV = ('GLIBC_TUNABLES', 'LD_PRELOAD', 'MALLOC_CONF')
+
+
+def allocator() -> str:
+    """How this process allocates: the settings of ALLOCATOR_ENV, or glibc's defaults."""
+    set_ = [f'{k}={os.environ[k]}' for k in ALLOCATOR_ENV if os.environ.get(k)]
+    return ' '.join(set_) if set_ else "glibc's defaults"
 
 
 PLAIN_CONV = 'plain 3x3 conv'
@@ -359,14 +388,19 @@ def main(argv=None):
                   channels=a.channels, blocks=a.blocks, sizes={})
     if a.device == 'cpu' and backward_gemm():
         result['backward_gemm'] = backward_gemm()  # the default's library in this run
+    if a.device == 'cpu':
+        result['allocator'] = allocator()
     all_sizes = sorted({*a.sizes, *a.plot_sizes},
                        key=lambda s: int(s.split('x')[0]) * int(s.split('x')[1]))
     for s in all_sizes:
         h, w = map(int, s.split('x'))
         feats = [torch.randn(a.batch, a.channels, ph, pw, device=a.device)
                  for ph, pw in pyramid_sizes(h, w)]
-        t = time_all(models, feats, a.repeats, a.device, dtype, names)
+        faults = {}
+        t = time_all(models, feats, a.repeats, a.device, dtype, names, faults)
         result['sizes'][s] = dict(time=t)
+        if a.device == 'cpu':
+            result['sizes'][s]['page_faults'] = faults
         print(s, {n: {k: round(v, 3) for k, v in t[n].items()} for n in names}, flush=True)
         if s in a.sizes and not a.no_memory and dtype == torch.float32:
             result['sizes'][s]['peak_mib'] = {
@@ -421,7 +455,8 @@ def table(r, sizes, names) -> str:
              f'{r["dtype"]}, {r["device"]}: {r["machine"]}. Median of alternating runs; '
              f'speed-up = {ref} time / this time.'
              + (f' The C++ conv\'s backward GEMMs: {_LIBRARY_NAMES[r["backward_gemm"]]}\'s.'
-                if 'backward_gemm' in r else ''), '',
+                if 'backward_gemm' in r else '')
+             + (f' Allocator: {r["allocator"]}.' if 'allocator' in r else ''), '',
              '| input | implementation | forward | speed-up | fwd+bwd | speed-up |'
              + (' peak memory (fwd+bwd) |' if memory else ''),
              '| --- | --- | --- | --- | --- | --- |' + (' --- |' if memory else '')]
@@ -433,6 +468,12 @@ def table(r, sizes, names) -> str:
             lines.append(f'| {s} | {n} | {t[n]["fwd"]:.3f} s | {t[ref]["fwd"] / t[n]["fwd"]:.1f}x '
                          f'| {t[n]["fwd_bwd"]:.3f} s | {t[ref]["fwd_bwd"] / t[n]["fwd_bwd"]:.1f}x |'
                          + ((f' {mem:.0f} MiB |' if mem is not None else ' - |') if memory else ''))
+    for s in sizes:
+        faults = r['sizes'][s].get('page_faults')
+        if faults:
+            lines += ['', f'Minor page faults per call at {s} (median; forward, forward+backward): '
+                      + ', '.join(f'{n} {faults[n]["fwd"]:.0f}, {faults[n]["fwd_bwd"]:.0f}'
+                                  for n in names) + '.']
     g = dict(r['dcn_gflops'])
     plain = g.pop(PLAIN_CONV, None)
     mm = max(v for k, v in g.items() if k.startswith('matmul'))

@@ -172,8 +172,8 @@ ALLOCATOR_ENV = ('GLIBC_TUNABLES', 'LD_PRELOAD', 'MALLOC_CONF')
 
 def allocator() -> str:
     """How this process allocates: the settings of ALLOCATOR_ENV, or glibc's defaults."""
-    set_ = [f'{k}={os.environ[k]}' for k in ALLOCATOR_ENV if os.environ.get(k)]
-    return ' '.join(set_) if set_ else "glibc's defaults"
+    settings = [f'{k}={os.environ[k]}' for k in ALLOCATOR_ENV if os.environ.get(k)]
+    return ' '.join(settings) if settings else "glibc's defaults"
 
 
 PLAIN_CONV = 'plain 3x3 conv'

@@ -218,7 +218,7 @@ def test_allocator_runs_in_the_docs_are_what_the_saved_runs_say():
     ours, convs = 'ours, default', '4 stacked convs'
 
     def ratio(run, key):
-        return f'{t[run][ours][key] / t[run][convs][key]:.2f}x'
+        return f'{_ratio(runs[run], "800x1333", key):.2f}x'
 
     faults = runs['xeon_glibc_defaults']['sizes']['800x1333']['page_faults']
     kept_time = [f'{t[k][ours]["fwd_bwd"] / t[d][ours]["fwd_bwd"]:.2f}x' for d, k in

@@ -386,9 +386,9 @@ def main(argv=None):
         names = [n for n in names if 'mmcv' not in n and n != 'mmdet DyHead']
     result = dict(machine=machine_name(a.device), device=a.device, dtype=a.dtype, batch=a.batch,
                   channels=a.channels, blocks=a.blocks, sizes={})
-    if a.device == 'cpu' and backward_gemm():
-        result['backward_gemm'] = backward_gemm()  # the default's library in this run
     if a.device == 'cpu':
+        if library := backward_gemm():
+            result['backward_gemm'] = library  # the default's library in this run
         result['allocator'] = allocator()
     all_sizes = sorted({*a.sizes, *a.plot_sizes},
                        key=lambda s: int(s.split('x')[0]) * int(s.split('x')[1]))
@@ -396,10 +396,10 @@ def main(argv=None):
         h, w = map(int, s.split('x'))
         feats = [torch.randn(a.batch, a.channels, ph, pw, device=a.device)
                  for ph, pw in pyramid_sizes(h, w)]
-        faults = {}
+        faults = {} if a.device == 'cpu' else None  # page faults: a CPU run's memory traffic
         t = time_all(models, feats, a.repeats, a.device, dtype, names, faults)
         result['sizes'][s] = dict(time=t)
-        if a.device == 'cpu':
+        if faults is not None:
             result['sizes'][s]['page_faults'] = faults
         print(s, {n: {k: round(v, 3) for k, v in t[n].items()} for n in names}, flush=True)
         if s in a.sizes and not a.no_memory and dtype == torch.float32:
